@@ -1,0 +1,245 @@
+//! Library settings, read once from the environment when tracing starts.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BLKIN_SHM_DIR` | `/dev/shm/blkin-<uid>` | where ring files live |
+//! | `BLKIN_RING_SIZE` | `2M` | data bytes per CPU ring (power of two, 64K..1G; K/M/G suffixes) |
+//! | `BLKIN_MAX_RECORD` | `4096` | largest record accepted; larger ones are dropped and counted |
+//! | `BLKIN_RING_MODE` | `discard` | `discard` (drop new, count) or `overwrite` (flight recorder) |
+//! | `BLKIN_CLOCK` | `auto` | `auto`, `tsc` or `realtime` |
+//! | `BLKIN_RATE` (or `RATE`) | `1` | sample 1 root trace in N (0 = none) |
+//! | `BLKIN_SAMPLE_PROBABILITY` | `1.0` | probability a root trace is sampled |
+//! | `BLKIN_MAX_TRACES_PER_SEC` | `0` | cap on sampled roots per second (0 = none) |
+//!
+//! A value that does not parse is reported once on stderr and the default is
+//! used: a typo must not silently disable tracing, nor crash the daemon.
+
+use std::path::PathBuf;
+
+use crate::clock::ClockPref;
+use crate::ring::layout;
+use crate::sampling::SamplingConfig;
+
+/// Default data bytes per CPU ring.
+pub const DEFAULT_RING_SIZE: u64 = 2 << 20;
+/// Default maximum record size.
+pub const DEFAULT_MAX_RECORD: u32 = 4096;
+
+/// Everything the library reads from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Directory of ring files.
+    pub shm_dir: PathBuf,
+    /// Whether `shm_dir` is the per-user default (stricter checks apply).
+    pub default_dir: bool,
+    /// Data bytes per CPU ring.
+    pub ring_size: u64,
+    /// Largest record accepted.
+    pub max_record: u32,
+    /// Overwrite instead of discard when full.
+    pub overwrite: bool,
+    /// Clock preference.
+    pub clock: ClockPref,
+    /// Root sampling.
+    pub sampling: SamplingConfig,
+}
+
+/// The per-user default ring directory.
+pub fn default_shm_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    PathBuf::from(format!("{base}/blkin-{uid}"))
+}
+
+/// Parses sizes such as `4096`, `64K`, `2M`, `1G` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+impl Config {
+    /// Reads the environment through `get`; returns the config and warnings.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut warn = |var: &str, val: &str, why: &str| {
+            warnings.push(format!(
+                "blkin: ignoring {var}={val:?}: {why}; using the default"
+            ));
+        };
+        let (shm_dir, default_dir) = match get("BLKIN_SHM_DIR").filter(|s| !s.is_empty()) {
+            Some(d) => (PathBuf::from(d), false),
+            None => (default_shm_dir(), true),
+        };
+        let mut ring_size = DEFAULT_RING_SIZE;
+        if let Some(v) = get("BLKIN_RING_SIZE") {
+            match parse_size(&v) {
+                Some(n) if (layout::MIN_DATA_SIZE..=layout::MAX_DATA_SIZE).contains(&n) => {
+                    ring_size = n.next_power_of_two().min(layout::MAX_DATA_SIZE)
+                }
+                _ => warn("BLKIN_RING_SIZE", &v, "expected a size between 64K and 1G"),
+            }
+        }
+        let mut max_record = DEFAULT_MAX_RECORD;
+        if let Some(v) = get("BLKIN_MAX_RECORD") {
+            match parse_size(&v) {
+                Some(n)
+                    if (layout::record_len(0) as u64..=layout::MAX_RECORD_LIMIT as u64)
+                        .contains(&n) =>
+                {
+                    max_record = n as u32
+                }
+                _ => warn("BLKIN_MAX_RECORD", &v, "expected 56..65528 bytes"),
+            }
+        }
+        let mut overwrite = false;
+        if let Some(v) = get("BLKIN_RING_MODE") {
+            match v.trim() {
+                "discard" => {}
+                "overwrite" => overwrite = true,
+                _ => warn("BLKIN_RING_MODE", &v, "expected discard or overwrite"),
+            }
+        }
+        let mut clock = ClockPref::Auto;
+        if let Some(v) = get("BLKIN_CLOCK") {
+            match v.trim() {
+                "auto" => {}
+                "tsc" => clock = ClockPref::Tsc,
+                "realtime" => clock = ClockPref::Realtime,
+                _ => warn("BLKIN_CLOCK", &v, "expected auto, tsc or realtime"),
+            }
+        }
+        let mut sampling = SamplingConfig::default();
+        let rate_var = if get("BLKIN_RATE").is_some() {
+            "BLKIN_RATE"
+        } else {
+            "RATE"
+        };
+        if let Some(v) = get(rate_var) {
+            match v.trim().parse::<u64>() {
+                Ok(n) => sampling.rate = n,
+                Err(_) => warn(
+                    rate_var,
+                    &v,
+                    "expected a non-negative integer N (sample 1 in N)",
+                ),
+            }
+        }
+        if let Some(v) = get("BLKIN_SAMPLE_PROBABILITY") {
+            match v.trim().parse::<f64>() {
+                Ok(p) if (0.0..=1.0).contains(&p) => sampling.probability = p,
+                _ => warn(
+                    "BLKIN_SAMPLE_PROBABILITY",
+                    &v,
+                    "expected a number in [0, 1]",
+                ),
+            }
+        }
+        if let Some(v) = get("BLKIN_MAX_TRACES_PER_SEC") {
+            match v.trim().parse::<u64>() {
+                Ok(n) => sampling.max_per_second = n,
+                Err(_) => warn(
+                    "BLKIN_MAX_TRACES_PER_SEC",
+                    &v,
+                    "expected a non-negative integer",
+                ),
+            }
+        }
+        let cfg = Config {
+            shm_dir,
+            default_dir,
+            ring_size,
+            max_record,
+            overwrite,
+            clock,
+            sampling,
+        };
+        (cfg, warnings)
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> (Config, Vec<String>) {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, w) = cfg(&[]);
+        assert!(w.is_empty());
+        assert!(c.default_dir);
+        assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
+        assert_eq!(c.sampling, SamplingConfig::default());
+        assert!(!c.overwrite);
+    }
+
+    #[test]
+    fn parses_values_and_rounds_ring_size() {
+        let (c, w) = cfg(&[
+            ("BLKIN_SHM_DIR", "/x"),
+            ("BLKIN_RING_SIZE", "100K"),
+            ("BLKIN_RING_MODE", "overwrite"),
+            ("RATE", "8"),
+            ("BLKIN_MAX_TRACES_PER_SEC", "50"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.shm_dir, PathBuf::from("/x"));
+        assert_eq!(c.ring_size, 128 << 10);
+        assert!(c.overwrite);
+        assert_eq!(c.sampling.rate, 8);
+        assert_eq!(c.sampling.max_per_second, 50);
+    }
+
+    #[test]
+    fn blkin_rate_wins_over_rate() {
+        assert_eq!(
+            cfg(&[("RATE", "8"), ("BLKIN_RATE", "3")]).0.sampling.rate,
+            3
+        );
+    }
+
+    #[test]
+    fn bad_values_warn_and_keep_defaults() {
+        let (c, w) = cfg(&[
+            ("BLKIN_RING_SIZE", "12"),
+            ("BLKIN_RATE", "often"),
+            ("BLKIN_CLOCK", "sundial"),
+        ]);
+        assert_eq!(w.len(), 3);
+        assert!(w[0].contains("BLKIN_RING_SIZE"));
+        assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
+        assert_eq!(c.sampling.rate, 1);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size(" 64k "), Some(64 << 10));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999G"), None);
+    }
+}

@@ -1,0 +1,307 @@
+//! The process's rings and the record path.
+//!
+//! On the first record (or an explicit [`init`]), the process creates one ring
+//! per configured CPU in the ring directory, calibrates its clock and
+//! registers a fork handler. After that, recording is: read the clock and CPU
+//! (`rdtscp`), pick that CPU's ring, reserve, copy, commit. No locks, no
+//! allocation, no system call. If the rings cannot be created (full /dev/shm,
+//! bad permissions), records are dropped and counted, and one warning goes to
+//! stderr.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::clock::{self, ClockSource};
+use crate::config::Config;
+use crate::ring::header::{store_calibration, Calibration, HeaderInit, RingInfo};
+use crate::ring::writer::{RecordIn, RingGeometry, RingWriter, WriteError};
+use crate::ring::{file, layout};
+use crate::sampling::Sampler;
+
+/// Why a record was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The ring refused it (full or too big); counted in the ring header.
+    #[error(transparent)]
+    Ring(#[from] WriteError),
+    /// The process has no rings (creation failed or is in progress); counted
+    /// in [`ProcessStats::lost_no_ring`].
+    #[error("no trace ring available (see the blkin warning on stderr), record dropped")]
+    NoRing,
+}
+
+/// Errors setting up the process's rings.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The ring directory or a ring file could not be created.
+    #[error("cannot create trace rings in {dir}: {source}")]
+    Io {
+        /// The ring directory.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another thread is creating the rings right now.
+    #[error("trace rings are being created by another thread")]
+    InProgress,
+    /// An earlier attempt failed; this process records nothing.
+    #[error("trace ring creation failed earlier in this process")]
+    Failed,
+}
+
+/// Process-wide counters that no ring header can hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Records dropped because the process had no rings.
+    pub lost_no_ring: u64,
+}
+
+/// The rings of this process.
+pub struct ProcessRings {
+    clock: ClockSource,
+    rings: Box<[RingWriter]>,
+    paths: Box<[PathBuf]>,
+    first_point: (u64, u64),
+    ticks_per_second: u64,
+    next_refresh: AtomicU64,
+    refreshing: AtomicBool,
+}
+
+const UNINIT: u8 = 0;
+const INITING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+static RINGS: AtomicPtr<ProcessRings> = AtomicPtr::new(std::ptr::null_mut());
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static LOST_NO_RING: AtomicU64 = AtomicU64::new(0);
+static CONFIG: OnceLock<Config> = OnceLock::new();
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+/// The process's sampler (configured from the environment on first use).
+pub(crate) static SAMPLER: Sampler = Sampler::new_default();
+
+/// The configuration read from the environment (once per process).
+pub fn config() -> &'static Config {
+    CONFIG.get_or_init(|| {
+        let (cfg, warnings) = Config::from_env();
+        for w in warnings {
+            eprintln!("{w}");
+        }
+        SAMPLER.configure(&cfg.sampling);
+        cfg
+    })
+}
+
+/// The sampler, configured.
+pub(crate) fn sampler() -> &'static Sampler {
+    config();
+    &SAMPLER
+}
+
+extern "C" fn child_after_fork() {
+    // The child must not write into its parent's rings: forget them (the
+    // mappings stay until exec/exit) and start over on the next record.
+    RINGS.store(std::ptr::null_mut(), Ordering::Relaxed);
+    STATE.store(UNINIT, Ordering::Relaxed);
+    crate::id::after_fork();
+}
+
+/// Creates the process's rings now (otherwise the first record does).
+pub fn init() -> Result<&'static ProcessRings, InitError> {
+    match STATE.compare_exchange(UNINIT, INITING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(READY) => {
+            // SAFETY: READY is stored only after RINGS holds a leaked Box.
+            return Ok(unsafe { &*RINGS.load(Ordering::Acquire) });
+        }
+        Err(INITING) => return Err(InitError::InProgress),
+        Err(_) => return Err(InitError::Failed),
+    }
+    ATFORK.call_once(|| {
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
+    });
+    let cfg = config();
+    match create_rings(cfg) {
+        Ok(rings) => {
+            let leaked: &'static ProcessRings = Box::leak(Box::new(rings));
+            RINGS.store(
+                leaked as *const ProcessRings as *mut ProcessRings,
+                Ordering::Release,
+            );
+            STATE.store(READY, Ordering::Release);
+            // Drops while the rings did not exist yet become visible to readers.
+            leaked.rings[0].add_lost_no_ring(LOST_NO_RING.load(Ordering::Relaxed));
+            Ok(leaked)
+        }
+        Err(source) => {
+            STATE.store(FAILED, Ordering::Release);
+            let e = InitError::Io {
+                dir: cfg.shm_dir.clone(),
+                source,
+            };
+            eprintln!("blkin: tracing disabled in pid {}: {e}", std::process::id());
+            Err(e)
+        }
+    }
+}
+
+fn create_rings(cfg: &Config) -> std::io::Result<ProcessRings> {
+    file::ensure_dir(&cfg.shm_dir)?;
+    let clock = clock::detect(cfg.clock);
+    let calibration = clock::initial_calibration(clock);
+    let pid = std::process::id();
+    let start_time = crate::process::start_time(pid).unwrap_or(0);
+    // SAFETY: sysconf and geteuid have no preconditions.
+    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.clamp(1, 4096) as u32;
+    // SAFETY: as above.
+    let uid = unsafe { libc::geteuid() };
+    let boot_id = crate::process::boot_id();
+    let geo = RingGeometry {
+        data_size: cfg.ring_size as u32,
+        max_record: cfg.max_record.min(cfg.ring_size as u32 / 4),
+        overwrite: cfg.overwrite,
+    };
+    let mut flags = 0;
+    if cfg.overwrite {
+        flags |= layout::FLAG_OVERWRITE;
+    }
+    if clock.is_tsc() {
+        flags |= layout::FLAG_TSC;
+    }
+    let mut rings = Vec::with_capacity(ncpu as usize);
+    let mut paths = Vec::with_capacity(ncpu as usize);
+    for cpu in 0..ncpu {
+        let path = cfg.shm_dir.join(file::ring_file_name(pid, start_time, cpu));
+        let init = HeaderInit {
+            info: RingInfo {
+                pid,
+                uid,
+                start_time,
+                cpu,
+                flags,
+                data_size: geo.data_size,
+                max_record: geo.max_record,
+                created_ns: clock::realtime_ns(),
+                boot_id,
+            },
+            calibration,
+        };
+        match file::create_ring(&path, &init, geo) {
+            Ok(w) => {
+                rings.push(w);
+                paths.push(path);
+            }
+            Err(e) => {
+                for p in &paths {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    let ticks_per_second = clock::ticks_per_second(&calibration);
+    let next_refresh = if clock.is_tsc() {
+        calibration.raw1.saturating_add(ticks_per_second)
+    } else {
+        u64::MAX
+    };
+    Ok(ProcessRings {
+        clock,
+        rings: rings.into_boxed_slice(),
+        paths: paths.into_boxed_slice(),
+        first_point: (calibration.raw0, calibration.ns0),
+        ticks_per_second,
+        next_refresh: AtomicU64::new(next_refresh),
+        refreshing: AtomicBool::new(false),
+    })
+}
+
+impl ProcessRings {
+    /// The clock this process records with.
+    pub fn clock(&self) -> ClockSource {
+        self.clock
+    }
+
+    /// The ring files of this process, one per CPU.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Writes one record (timestamp and CPU filled in here).
+    #[inline(always)]
+    pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
+        let (ts, cpu) = clock::now_and_cpu(self.clock);
+        if ts >= self.next_refresh.load(Ordering::Relaxed) {
+            self.refresh_calibration(ts);
+        }
+        let cpu = cpu as usize;
+        let ring = match self.rings.get(cpu) {
+            Some(r) => r,
+            None => &self.rings[cpu % self.rings.len()],
+        };
+        ring.write(&RecordIn {
+            timestamp: ts,
+            ..*r
+        })
+    }
+
+    /// Publishes a fresh calibration point (about once a second, one thread).
+    #[cold]
+    fn refresh_calibration(&self, now: u64) {
+        if self.refreshing.swap(true, Ordering::Acquire) {
+            return;
+        }
+        self.next_refresh
+            .store(now.saturating_add(self.ticks_per_second), Ordering::Relaxed);
+        let (raw1, ns1) = clock::reference_point(self.clock);
+        let c = Calibration {
+            raw0: self.first_point.0,
+            ns0: self.first_point.1,
+            raw1,
+            ns1,
+        };
+        for r in self.rings.iter() {
+            store_calibration(r.mem(), &c);
+        }
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// Records one annotation. The hot path: lock-free, allocation-free.
+#[inline]
+pub fn record(r: &RecordIn<'_>) -> Result<(), RecordError> {
+    let p = RINGS.load(Ordering::Acquire);
+    let rings = if p.is_null() {
+        match init() {
+            Ok(r) => r,
+            Err(_) => {
+                LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
+                return Err(RecordError::NoRing);
+            }
+        }
+    } else {
+        // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
+        unsafe { &*p }
+    };
+    Ok(rings.write(r)?)
+}
+
+/// Process-wide counters.
+pub fn stats() -> ProcessStats {
+    ProcessStats {
+        lost_no_ring: LOST_NO_RING.load(Ordering::Relaxed),
+    }
+}
+
+/// The process's rings, if they exist.
+pub fn rings() -> Option<&'static ProcessRings> {
+    let p = RINGS.load(Ordering::Acquire);
+    // SAFETY: see `record`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}

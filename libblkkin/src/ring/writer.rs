@@ -1,0 +1,229 @@
+//! The writer's side of a ring: reserve, fill, commit. This is the record path.
+//!
+//! Reservation is one compare-and-swap on the packed `head` word (record count
+//! and byte offset move together), so any number of threads, on any CPU, in
+//! signal handlers too, can share a ring; a thread that migrates between
+//! choosing the ring and reserving in it merely shares a cache line for a
+//! moment. A record is announced *reserved* (with its length) before its body
+//! is written and *committed* with one release store after, so a reader sees
+//! only complete records and can step over one whose writer died.
+
+use std::sync::atomic::{fence, Ordering};
+
+use super::layout::{self, commit_word, join_head, off, rec, split_head, Kind};
+use super::mem::RingMem;
+
+/// A value carried by a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// No value (timestamp events: the event name is the key).
+    None,
+    /// A string value.
+    Str(&'a [u8]),
+    /// An integer value.
+    Int(i64),
+}
+
+/// Everything one record carries, borrowed from the caller for one call.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordIn<'a> {
+    /// Raw timestamp in the ring's clock (TSC ticks or Unix ns).
+    pub timestamp: u64,
+    /// Trace id (never 0 here: unsampled traces are filtered earlier).
+    pub trace_id: u64,
+    /// Span id.
+    pub span_id: u64,
+    /// Parent span id, 0 for a root span.
+    pub parent_id: u64,
+    /// Endpoint port.
+    pub port: u16,
+    /// `RECORD_FLAG_*` bits.
+    pub flags: u8,
+    /// What the record annotates.
+    pub kind: Kind,
+    /// Endpoint service name.
+    pub service: &'a [u8],
+    /// Span name.
+    pub name: &'a [u8],
+    /// Endpoint IP address, as text.
+    pub ip: &'a [u8],
+    /// Event name or annotation key.
+    pub key: &'a [u8],
+    /// Annotation value.
+    pub value: Value<'a>,
+}
+
+/// Why a record was not written. Every variant is counted in the ring header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The ring is full (discard mode); counted in `lost_full`.
+    #[error("ring full, record dropped")]
+    Full,
+    /// The record exceeds the ring's maximum record size; counted in `lost_too_big`.
+    #[error("record larger than the ring's maximum record size, dropped")]
+    TooBig,
+}
+
+/// Parameters of a ring, fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingGeometry {
+    /// Data area size in bytes (power of two).
+    pub data_size: u32,
+    /// Largest record accepted, in bytes.
+    pub max_record: u32,
+    /// Overwrite the oldest records when full instead of dropping new ones.
+    pub overwrite: bool,
+}
+
+/// Writes records into one ring.
+pub struct RingWriter {
+    mem: RingMem,
+    mask: u32,
+    cap: u32,
+    max_record: u32,
+    overwrite: bool,
+}
+
+impl RingWriter {
+    /// Wraps ring memory whose header has been initialised with `geo`.
+    pub fn new(mem: RingMem, geo: RingGeometry) -> RingWriter {
+        assert!(geo.data_size.is_power_of_two());
+        assert!(mem.len() >= layout::HEADER_SIZE + geo.data_size as usize);
+        RingWriter {
+            mem,
+            mask: geo.data_size - 1,
+            cap: geo.data_size,
+            max_record: geo
+                .max_record
+                .min(layout::MAX_RECORD_LIMIT)
+                .min(geo.data_size / 4),
+            overwrite: geo.overwrite,
+        }
+    }
+
+    /// The underlying memory (header access for the owner).
+    pub fn mem(&self) -> &RingMem {
+        &self.mem
+    }
+
+    /// Writes one record. Never blocks, never allocates.
+    #[inline]
+    pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
+        let value_len = match r.value {
+            Value::None => 0,
+            Value::Str(s) => s.len(),
+            Value::Int(_) => 8,
+        };
+        let short_ok = r.service.len() <= layout::MAX_SHORT_STRING
+            && r.name.len() <= layout::MAX_SHORT_STRING
+            && r.ip.len() <= layout::MAX_SHORT_STRING
+            && r.key.len() <= layout::MAX_SHORT_STRING;
+        let strings = r.service.len() + r.name.len() + r.ip.len() + r.key.len() + value_len;
+        let len = layout::record_len(strings);
+        if !short_ok || len > self.max_record as usize {
+            self.mem
+                .word(off::LOST_TOO_BIG)
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(WriteError::TooBig);
+        }
+        let len = len as u32;
+        let (pos, seq) = self.reserve(len)?;
+        let base = layout::HEADER_SIZE + (pos & self.mask) as usize;
+        let cw = self.mem.word(base);
+        cw.store(
+            commit_word(layout::STATE_RESERVED, r.kind as u64, len, pos),
+            Ordering::Relaxed,
+        );
+        if self.overwrite {
+            // Readers racing with an overwrite detect it by re-reading `head`
+            // after copying; this fence orders our head update before the body.
+            fence(Ordering::Release);
+        }
+        let w = |o: usize, v: u64| self.mem.word(base + o).store(v, Ordering::Relaxed);
+        w(rec::TIMESTAMP, r.timestamp);
+        w(rec::TRACE_ID, r.trace_id);
+        w(rec::SPAN_ID, r.span_id);
+        w(rec::PARENT_ID, r.parent_id);
+        w(
+            rec::SEQ,
+            seq as u64
+                | (r.port as u64) << 32
+                | (r.flags as u64) << 48
+                | (r.service.len() as u64) << 56,
+        );
+        w(
+            rec::LEN_NAME,
+            r.name.len() as u64
+                | (r.ip.len() as u64) << 8
+                | (r.key.len() as u64) << 16
+                | (value_len as u64) << 32,
+        );
+        let mut at = base + rec::STRINGS;
+        for s in [r.service, r.name, r.ip, r.key] {
+            self.mem.write_bytes(at, s);
+            at += s.len();
+        }
+        match r.value {
+            Value::None => {}
+            Value::Str(s) => self.mem.write_bytes(at, s),
+            Value::Int(i) => self.mem.write_bytes(at, &i.to_le_bytes()),
+        }
+        cw.store(
+            commit_word(layout::STATE_COMMITTED, r.kind as u64, len, pos),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    /// Reserves `len` bytes; returns the record's free-running offset and sequence number.
+    #[inline(always)]
+    fn reserve(&self, len: u32) -> Result<(u32, u32), WriteError> {
+        let head = self.mem.word(off::HEAD);
+        let mut cur = head.load(Ordering::Relaxed);
+        loop {
+            let (count, offset) = split_head(cur);
+            let to_end = self.cap - (offset & self.mask);
+            let pad = if len > to_end { to_end } else { 0 };
+            let total = pad + len;
+            if !self.overwrite {
+                let tail = self.mem.word(off::TAIL).load(Ordering::Acquire) as u32;
+                let used = offset.wrapping_sub(tail);
+                // `used > cap` only if the reader wrote a bogus tail: treat as full.
+                if used > self.cap || total > self.cap - used {
+                    self.mem
+                        .word(off::LOST_FULL)
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(WriteError::Full);
+                }
+            }
+            let next = join_head(count.wrapping_add(1), offset.wrapping_add(total));
+            match head.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    if count == u32::MAX {
+                        self.mem
+                            .word(off::WRITTEN_EPOCHS)
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    if pad != 0 {
+                        let at = layout::HEADER_SIZE + (offset & self.mask) as usize;
+                        self.mem.word(at).store(
+                            commit_word(layout::STATE_PADDING, 0, pad, offset),
+                            Ordering::Release,
+                        );
+                    }
+                    return Ok((offset.wrapping_add(pad), count));
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Adds to the counter of records dropped before a ring existed.
+    pub fn add_lost_no_ring(&self, n: u64) {
+        if n != 0 {
+            self.mem
+                .word(off::LOST_NO_RING)
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
