@@ -1,1 +1,152 @@
-fn main() {}
+//! `blkkin`: the user's entry point to the BlkKin tracing pipeline.
+//!
+//! Thin by design: argument parsing and output formatting here, everything
+//! else in the `blkkin` library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use blkkin::ring::ReadMode;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "blkkin",
+    version,
+    about = "BlkKin: Dapper-style tracing for storage daemons, in Rust"
+)]
+#[command(
+    long_about = "BlkKin records trace annotations from instrumented processes (C via -lblkin, or \
+Rust) into per-CPU shared-memory rings. This tool inspects those rings."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print every annotation currently in the rings, then a summary line.
+    ///
+    /// Reads the ring files of one directory (default: the per-user ring
+    /// directory, /dev/shm/blkin-<uid>, or $BLKIN_SHM_DIR). Non-destructive
+    /// unless --consume is given. Text output is one line per annotation;
+    /// --json prints one JSON object per annotation with traceId, id,
+    /// parentId (absent for roots), name, serviceName, ipv4 (or ipv6), port,
+    /// timestamp (epoch µs), kind (event|string|integer), value, key (for
+    /// key/values), pid and cpu, and a final {"summary": {...}} object.
+    Dump {
+        /// Ring directory [default: $BLKIN_SHM_DIR or /dev/shm/blkin-<uid>]
+        #[arg(long, short = 'd', value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Free the ring space of what is printed (like a consumer would);
+        /// refuses rings that a running consumer owns.
+        #[arg(long)]
+        consume: bool,
+    },
+}
+
+fn ring_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.or_else(|| {
+        std::env::var_os("BLKIN_SHM_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(blkkin::config::default_shm_dir)
+}
+
+fn dump(dir: Option<PathBuf>, json: bool, consume: bool) -> anyhow::Result<ExitCode> {
+    let dir = ring_dir(dir);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_err = None;
+    let mode = if consume {
+        ReadMode::Consume
+    } else {
+        ReadMode::Peek
+    };
+    let summary = blkkin::dump::dump_dir(
+        &dir,
+        mode,
+        |a| {
+            if write_err.is_some() {
+                return;
+            }
+            let r = if json {
+                serde_json::to_writer(&mut out, a)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                writeln!(out, "{a}")
+            };
+            if let Err(e) = r {
+                write_err = Some(e);
+            }
+        },
+        |e| eprintln!("blkkin dump: skipping {e}"),
+    )
+    .with_context(|| format!("reading ring directory {}", dir.display()))?;
+    if let Some(e) = write_err {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e).context("writing output");
+    }
+    if json {
+        serde_json::to_writer(&mut out, &serde_json::json!({ "summary": summary }))?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "# {} rings: {} read, {} lost, {} skipped{}{}",
+            summary.rings,
+            summary.read,
+            summary.lost,
+            summary.skipped,
+            if summary.unreadable > 0 {
+                format!(", {} unreadable rings", summary.unreadable)
+            } else {
+                String::new()
+            },
+            if summary.unfinished_rings > 0 {
+                format!(
+                    ", {} rings with a record still being written",
+                    summary.unfinished_rings
+                )
+            } else {
+                String::new()
+            },
+        )?;
+    }
+    out.flush().or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    Ok(if summary.unreadable > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dump { dir, json, consume } => dump(dir, json, consume),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("blkkin: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

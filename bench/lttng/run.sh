@@ -35,6 +35,9 @@ ensure_packages() {
 	command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 	local want_bt=0
 	command -v babeltrace2 >/dev/null 2>&1 || want_bt=1
+	if [ "${#need[@]}" -gt 0 ]; then
+		mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+	fi
 	if [ "${#need[@]}" -eq 0 ] && [ "$want_bt" -eq 0 ]; then
 		return 0
 	fi
@@ -59,6 +62,7 @@ ensure_packages() {
 
 # ---------------------------------------------------------------- cleanup
 WORK=""
+TRACE_DIR=""
 STARTED_SESSIOND_PID=""
 SESSION_CREATED=0
 
@@ -80,12 +84,11 @@ cleanup() {
 			kill -KILL "$STARTED_SESSIOND_PID" 2>/dev/null
 		fi
 	fi
-	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-		if [ "${KEEP_WORKDIR:-0}" = "1" ]; then
-			log "keeping work dir $WORK"
-		else
-			rm -rf "$WORK"
-		fi
+	if [ "${KEEP_WORKDIR:-0}" = "1" ]; then
+		[ -z "$WORK" ] || log "keeping work dir $WORK (trace in $TRACE_DIR)"
+	else
+		[ -z "$TRACE_DIR" ] || [ ! -d "$TRACE_DIR" ] || rm -rf "$TRACE_DIR"
+		[ -z "$WORK" ] || [ ! -d "$WORK" ] || rm -rf "$WORK"
 	fi
 	exit "$rc"
 }
@@ -98,7 +101,22 @@ ensure_packages
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/blkin-lttng-bench.XXXXXX")"
 BUILD="$WORK/build"
-TRACE="$WORK/trace"
+# The trace (~1 GB at the default sizes) goes to a RAM-backed temp dir when
+# /dev/shm has room: on a 2-core machine, disk write-back of a previous or
+# the current trace by kernel threads otherwise steals CPU from the bench
+# (seen as +30-50% ns/op). Override with BENCH_TRACE_PARENT=/some/dir.
+TRACE_PARENT="${BENCH_TRACE_PARENT:-}"
+if [ -z "$TRACE_PARENT" ]; then
+	TRACE_PARENT="$WORK"
+	if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+		shm_free_kb="$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')"
+		if [ "${shm_free_kb:-0}" -ge $((3 * 1024 * 1024)) ]; then
+			TRACE_PARENT=/dev/shm
+		fi
+	fi
+fi
+TRACE_DIR="$(mktemp -d "$TRACE_PARENT/blkin-lttng-trace.XXXXXX")"
+TRACE="$TRACE_DIR/trace"
 # Private LTTNG_HOME: the lttng client's current-session file (.lttngrc),
 # lttng.conf and auto-loaded session configs live here. NOTE: for root,
 # lttng-sessiond ignores LTTNG_HOME for its runtime dir (always
@@ -143,8 +161,11 @@ BENCH=("$BUILD/bench_lttng" -n "$N" -r "$ROUNDS" -w "$WARMUP" -d "$DRAIN_MS" -p 
 [ "${BENCH_VERBOSE:-0}" != "1" ] || BENCH+=(-v)
 
 # 1) dormant: sessiond up, app registered, but no session -> tracepoints off.
+# JSON lines are collected and printed only once the trace has been verified.
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
 log "dormant run (no session active)"
-"${BENCH[@]}" --mode=dormant
+"${BENCH[@]}" --mode=dormant >>"$RESULTS"
 
 # 2) active: a real session recording zipkin:* into $TRACE.
 log "creating session $SESSION -> $TRACE (channel $CHANNEL: ${NUM_SUBBUF} x ${SUBBUF_SIZE} sub-buffers)"
@@ -157,7 +178,7 @@ lttng start "$SESSION" >&2
 BENCH_ERR="$WORK/bench.stderr"
 log "active run"
 set +e
-"${BENCH[@]}" --mode=active 2> >(tee "$BENCH_ERR" >&2)
+"${BENCH[@]}" --mode=active >>"$RESULTS" 2> >(tee "$BENCH_ERR" >&2)
 bench_rc=$?
 set -e
 # let the tee process substitution flush
@@ -229,4 +250,7 @@ else
 		log "approx. bytes per recorded event (stream bytes / (attempted - discarded)): $(awk -v b="$stream_bytes" -v e="$recorded" 'BEGIN{printf "%.1f", b/e}')"
 	fi
 fi
+nres="$(grep -c '^{"bench":' "$RESULTS" || true)"
+[ "$nres" -eq 5 ] || die "expected 5 JSON result lines, got $nres"
 log "done"
+cat "$RESULTS"

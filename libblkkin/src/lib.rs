@@ -13,8 +13,10 @@
 //! `blkin-capi` crate (`libblkin.so` / `libblkin.a`).
 #![warn(missing_docs)]
 
+pub mod annotation;
 pub mod clock;
 pub mod config;
+pub mod dump;
 pub mod id;
 pub mod process;
 pub mod propagation;

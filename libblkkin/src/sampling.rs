@@ -72,7 +72,7 @@ impl Sampler {
         if rate == 0 {
             return false;
         }
-        if rate > 1 && crate::id::random_u64() % rate != 0 {
+        if rate > 1 && !crate::id::random_u64().is_multiple_of(rate) {
             return false;
         }
         let threshold = self.threshold.load(Ordering::Relaxed);

@@ -1,1 +1,548 @@
-//! placeholder
+//! The ceph/blkin C ABI (`zipkin_c.h`) over blkkin: `libblkin.so`, `libblkin.a`.
+//!
+//! Same structs, functions, constants and semantics as ceph/blkin, so daemons
+//! instrumented against it rebuild unchanged with `-lblkin`:
+//! negative errno on bad arguments, trace id 0 means "not traced", the packed
+//! form is 24 bytes big-endian, a NULL endpoint in `blkin_init_child` inherits
+//! the parent's. Caller strings are only read during the call.
+//!
+//! Deliberate differences (upstream bugs fixed) are listed in
+//! docs/C_API.md. The whole file is FFI: every function takes raw pointers
+//! from C and checks them for NULL before use; beyond that the C contract
+//! (valid, NUL-terminated strings) is the caller's.
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)] // the C header documents the contract
+
+use std::ffi::{c_char, c_int, CStr};
+
+use blkkin::recorder::{self, RecordError};
+use blkkin::ring::{Kind, RecordIn, Value, WriteError};
+
+/// `struct blkin_endpoint`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct blkin_endpoint {
+    /// IP address as text.
+    pub ip: *const c_char,
+    /// Port (signed, as upstream; stored as its 16-bit pattern).
+    pub port: i16,
+    /// Service name.
+    pub name: *const c_char,
+}
+
+/// `struct blkin_trace_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct blkin_trace_info {
+    /// Trace id; 0 = not traced.
+    pub trace_id: i64,
+    /// Span id.
+    pub span_id: i64,
+    /// Parent span id; 0 for roots.
+    pub parent_span_id: i64,
+}
+
+/// `struct blkin_trace_info_packed`: the ids big-endian, 24 bytes, no padding.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct blkin_trace_info_packed {
+    /// Big-endian trace id.
+    pub trace_id: u64,
+    /// Big-endian span id.
+    pub span_id: u64,
+    /// Big-endian parent span id.
+    pub parent_span_id: u64,
+}
+
+/// `struct blkin_trace`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct blkin_trace {
+    /// Span name.
+    pub name: *const c_char,
+    /// Ids.
+    pub info: blkin_trace_info,
+    /// Default endpoint of its annotations.
+    pub endpoint: *const blkin_endpoint,
+}
+
+/// `ANNOT_STRING`.
+pub const ANNOT_STRING: c_int = 0;
+/// `ANNOT_INTEGER`.
+pub const ANNOT_INTEGER: c_int = 1;
+/// `ANNOT_TIMESTAMP`.
+pub const ANNOT_TIMESTAMP: c_int = 2;
+
+/// The anonymous union of `struct blkin_annotation`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union blkin_annotation_value {
+    /// String value (or the event of a timestamp annotation).
+    pub val_str: *const c_char,
+    /// Integer value.
+    pub val_int: i64,
+}
+
+/// `struct blkin_annotation`. The type is read as a plain int so that a
+/// garbage value from C is rejected instead of being undefined behaviour.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct blkin_annotation {
+    /// `blkin_annotation_type`.
+    pub type_: c_int,
+    /// Key (NULL for timestamps).
+    pub key: *const c_char,
+    /// Value.
+    pub value: blkin_annotation_value,
+    /// Endpoint; NULL means the trace's.
+    pub endpoint: *const blkin_endpoint,
+}
+
+/// A `const char *const` exported to C.
+#[repr(transparent)]
+pub struct ConstStr(*const c_char);
+// SAFETY: points to an immutable static string literal.
+unsafe impl Sync for ConstStr {}
+
+macro_rules! core_annotations {
+    ($($name:ident = $lit:literal),* $(,)?) => {$(
+        #[doc = concat!("`", stringify!($name), "`: \"", $lit, "\"")]
+        #[no_mangle]
+        pub static $name: ConstStr = ConstStr(concat!($lit, "\0").as_ptr() as *const c_char);
+    )*};
+}
+
+core_annotations! {
+    CLIENT_SEND = "cs", CLIENT_RECV = "cr", SERVER_SEND = "ss", SERVER_RECV = "sr",
+    WIRE_SEND = "ws", WIRE_RECV = "wr",
+    CLIENT_SEND_FRAGMENT = "csf", CLIENT_RECV_FRAGMENT = "crf",
+    SERVER_SEND_FRAGMENT = "ssf", SERVER_RECV_FRAGMENT = "srf",
+}
+
+const EINVAL: c_int = -libc::EINVAL;
+static DEFAULT_IP: &CStr = c"0.0.0.0";
+
+/// Initialises the library: reads the environment and creates this
+/// process's rings. 0 on success, a negative errno if the rings cannot be
+/// created (tracing is then off and every record is counted as dropped).
+#[no_mangle]
+pub extern "C" fn blkin_init() -> c_int {
+    match recorder::init() {
+        Ok(_) | Err(blkkin::InitError::InProgress) => 0,
+        Err(blkkin::InitError::Io { source, .. }) => -source.raw_os_error().unwrap_or(libc::EIO),
+        Err(blkkin::InitError::Failed) => -libc::EIO,
+    }
+}
+
+fn new_root_info(forced: bool) -> blkin_trace_info {
+    let ctx = if forced {
+        blkkin::TraceContext::new_root_forced()
+    } else {
+        blkkin::TraceContext::new_root()
+    };
+    blkin_trace_info {
+        trace_id: ctx.trace_id as i64,
+        span_id: ctx.span_id as i64,
+        parent_span_id: 0,
+    }
+}
+
+/// Starts a new root trace (subject to sampling: an unsampled trace gets
+/// trace id 0 and records nothing).
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_new_trace(
+    new_trace: *mut blkin_trace,
+    name: *const c_char,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(t) = (unsafe { new_trace.as_mut() }) else {
+        return EINVAL;
+    };
+    t.name = name;
+    t.info = new_root_info(false);
+    t.endpoint = endpoint;
+    0
+}
+
+/// Like `blkin_init_new_trace`, but always sampled (bypasses `BLKIN_RATE` etc.).
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_new_trace_forced(
+    new_trace: *mut blkin_trace,
+    name: *const c_char,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(t) = (unsafe { new_trace.as_mut() }) else {
+        return EINVAL;
+    };
+    t.name = name;
+    t.info = new_root_info(true);
+    t.endpoint = endpoint;
+    0
+}
+
+/// Fills ids for a new root span (subject to sampling). NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_trace_info(trace_info: *mut blkin_trace_info) {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    if let Some(i) = unsafe { trace_info.as_mut() } {
+        *i = new_root_info(false);
+    }
+}
+
+fn child_info(parent: &blkin_trace_info) -> blkin_trace_info {
+    if parent.trace_id == 0 {
+        return blkin_trace_info::default(); // children of unsampled traces stay unsampled
+    }
+    blkin_trace_info {
+        trace_id: parent.trace_id,
+        span_id: blkkin::id::new_id() as i64,
+        parent_span_id: parent.span_id,
+    }
+}
+
+/// Initialises `child` as a child span of `parent_info`.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_child_info(
+    child: *mut blkin_trace,
+    parent_info: *const blkin_trace_info,
+    endpoint: *const blkin_endpoint,
+    child_name: *const c_char,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs.
+    let (Some(c), Some(p)) = (unsafe { child.as_mut() }, unsafe { parent_info.as_ref() }) else {
+        return EINVAL;
+    };
+    if endpoint.is_null() {
+        return EINVAL;
+    }
+    c.info = child_info(p);
+    c.name = child_name;
+    c.endpoint = endpoint;
+    0
+}
+
+/// Initialises `child` as a child span of `parent`; a NULL endpoint inherits the parent's.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_child(
+    child: *mut blkin_trace,
+    parent: *const blkin_trace,
+    endpoint: *const blkin_endpoint,
+    child_name: *const c_char,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(p) = (unsafe { parent.as_ref() }) else {
+        return EINVAL;
+    };
+    let endpoint = if endpoint.is_null() {
+        p.endpoint
+    } else {
+        endpoint
+    };
+    let info = p.info;
+    // SAFETY: forwarding the caller's pointers; `info` is a local copy.
+    unsafe { blkin_init_child_info(child, &info, endpoint, child_name) }
+}
+
+/// Fills an endpoint. A NULL ip becomes "0.0.0.0".
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_endpoint(
+    endpoint: *mut blkin_endpoint,
+    ip: *const c_char,
+    port: i16,
+    name: *const c_char,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(e) = (unsafe { endpoint.as_mut() }) else {
+        return EINVAL;
+    };
+    e.ip = if ip.is_null() {
+        DEFAULT_IP.as_ptr()
+    } else {
+        ip
+    };
+    e.port = port;
+    e.name = name;
+    0
+}
+
+/// Fills a key/string annotation.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_string_annotation(
+    annotation: *mut blkin_annotation,
+    key: *const c_char,
+    val: *const c_char,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(a) = (unsafe { annotation.as_mut() }) else {
+        return EINVAL;
+    };
+    if key.is_null() || val.is_null() {
+        return EINVAL;
+    }
+    *a = blkin_annotation {
+        type_: ANNOT_STRING,
+        key,
+        value: blkin_annotation_value { val_str: val },
+        endpoint,
+    };
+    0
+}
+
+/// Fills a key/integer annotation.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_integer_annotation(
+    annotation: *mut blkin_annotation,
+    key: *const c_char,
+    val: i64,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(a) = (unsafe { annotation.as_mut() }) else {
+        return EINVAL;
+    };
+    if key.is_null() {
+        return EINVAL;
+    }
+    *a = blkin_annotation {
+        type_: ANNOT_INTEGER,
+        key,
+        value: blkin_annotation_value { val_int: val },
+        endpoint,
+    };
+    0
+}
+
+/// Fills a timestamp annotation.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_init_timestamp_annotation(
+    annotation: *mut blkin_annotation,
+    event: *const c_char,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(a) = (unsafe { annotation.as_mut() }) else {
+        return EINVAL;
+    };
+    if event.is_null() {
+        return EINVAL;
+    }
+    *a = blkin_annotation {
+        type_: ANNOT_TIMESTAMP,
+        key: std::ptr::null(),
+        value: blkin_annotation_value { val_str: event },
+        endpoint,
+    };
+    0
+}
+
+/// Bytes of a C string (the caller guarantees NUL termination).
+#[inline(always)]
+unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
+    // SAFETY: non-NULL (checked by callers) and NUL-terminated per the C contract.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+/// Records an annotation of `trace`. The annotation's own endpoint wins over
+/// the trace's. Returns 0 when recorded or when the trace is not sampled,
+/// -EINVAL on bad arguments, -ENOBUFS when the ring was full, -EMSGSIZE when
+/// the record exceeds the maximum record size, -ENODEV when this process has
+/// no rings (drops of all three kinds are counted).
+#[no_mangle]
+pub unsafe extern "C" fn blkin_record(
+    trace: *const blkin_trace,
+    annotation: *const blkin_annotation,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs.
+    let (Some(t), Some(a)) = (unsafe { trace.as_ref() }, unsafe { annotation.as_ref() }) else {
+        return EINVAL;
+    };
+    if t.info.trace_id == 0 {
+        return 0; // not sampled: the one branch an unsampled trace costs
+    }
+    let ep = if a.endpoint.is_null() {
+        t.endpoint
+    } else {
+        a.endpoint
+    };
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(ep) = (unsafe { ep.as_ref() }) else {
+        return EINVAL;
+    };
+    if t.name.is_null() || ep.ip.is_null() || ep.name.is_null() {
+        return EINVAL;
+    }
+    // SAFETY: reading the union member the type says is active; pointers NULL-checked.
+    let (kind, key, value) = unsafe {
+        match a.type_ {
+            ANNOT_STRING if !a.key.is_null() && !a.value.val_str.is_null() => (
+                Kind::String,
+                bytes(a.key),
+                Value::Str(bytes(a.value.val_str)),
+            ),
+            ANNOT_INTEGER if !a.key.is_null() => {
+                (Kind::Integer, bytes(a.key), Value::Int(a.value.val_int))
+            }
+            ANNOT_TIMESTAMP if !a.value.val_str.is_null() => {
+                (Kind::Event, bytes(a.value.val_str), Value::None)
+            }
+            _ => return EINVAL,
+        }
+    };
+    let r = RecordIn {
+        timestamp: 0,
+        trace_id: t.info.trace_id as u64,
+        span_id: t.info.span_id as u64,
+        parent_id: t.info.parent_span_id as u64,
+        port: ep.port as u16,
+        flags: 0,
+        kind,
+        // SAFETY: NULL-checked above.
+        service: unsafe { bytes(ep.name) },
+        // SAFETY: NULL-checked above.
+        name: unsafe { bytes(t.name) },
+        // SAFETY: NULL-checked above.
+        ip: unsafe { bytes(ep.ip) },
+        key,
+        value,
+    };
+    match recorder::record(&r) {
+        Ok(()) => 0,
+        Err(RecordError::Ring(WriteError::Full)) => -libc::ENOBUFS,
+        Err(RecordError::Ring(WriteError::TooBig)) => -libc::EMSGSIZE,
+        Err(RecordError::NoRing) => -libc::ENODEV,
+    }
+}
+
+/// Copies the trace's ids into `info`.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_get_trace_info(
+    trace: *const blkin_trace,
+    info: *mut blkin_trace_info,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs.
+    match (unsafe { trace.as_ref() }, unsafe { info.as_mut() }) {
+        (Some(t), Some(i)) => {
+            *i = t.info;
+            0
+        }
+        _ => EINVAL,
+    }
+}
+
+/// Sets the trace's ids from `info`.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_set_trace_info(
+    trace: *mut blkin_trace,
+    info: *const blkin_trace_info,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs.
+    match (unsafe { trace.as_mut() }, unsafe { info.as_ref() }) {
+        (Some(t), Some(i)) => {
+            t.info = *i;
+            0
+        }
+        _ => EINVAL,
+    }
+}
+
+/// Sets ids, name and endpoint of a trace at once.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_set_trace_properties(
+    trace: *mut blkin_trace,
+    info: *const blkin_trace_info,
+    name: *const c_char,
+    endpoint: *const blkin_endpoint,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs.
+    let (Some(t), Some(i)) = (unsafe { trace.as_mut() }, unsafe { info.as_ref() }) else {
+        return EINVAL;
+    };
+    if name.is_null() || endpoint.is_null() {
+        return EINVAL;
+    }
+    t.info = *i;
+    t.name = name;
+    t.endpoint = endpoint;
+    0
+}
+
+/// Packs ids big-endian for the wire.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_pack_trace_info(
+    info: *const blkin_trace_info,
+    pinfo: *mut blkin_trace_info_packed,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs (packed: written whole).
+    let (Some(i), Some(p)) = (unsafe { info.as_ref() }, unsafe { pinfo.as_mut() }) else {
+        return EINVAL;
+    };
+    *p = blkin_trace_info_packed {
+        trace_id: (i.trace_id as u64).to_be(),
+        span_id: (i.span_id as u64).to_be(),
+        parent_span_id: (i.parent_span_id as u64).to_be(),
+    };
+    0
+}
+
+/// Unpacks big-endian ids from the wire.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_unpack_trace_info(
+    pinfo: *const blkin_trace_info_packed,
+    info: *mut blkin_trace_info,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise caller-provided structs. The packed
+    // struct has alignment 1, so `as_ref` is valid for any address.
+    let (Some(p), Some(i)) = (unsafe { pinfo.as_ref() }, unsafe { info.as_mut() }) else {
+        return EINVAL;
+    };
+    let p = *p;
+    *i = blkin_trace_info {
+        trace_id: u64::from_be(p.trace_id) as i64,
+        span_id: u64::from_be(p.span_id) as i64,
+        parent_span_id: u64::from_be(p.parent_span_id) as i64,
+    };
+    0
+}
+
+/// Records dropped in this process because it had no rings (the other drop
+/// counters live in the ring headers, shown by `blkkin dump`).
+#[no_mangle]
+pub extern "C" fn blkin_dropped_no_ring() -> u64 {
+    blkkin::stats().lost_no_ring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_c_header() {
+        assert_eq!(std::mem::size_of::<blkin_trace_info_packed>(), 24);
+        assert_eq!(std::mem::size_of::<blkin_trace_info>(), 24);
+        assert_eq!(std::mem::size_of::<blkin_endpoint>(), 24);
+        assert_eq!(std::mem::size_of::<blkin_trace>(), 40);
+        assert_eq!(std::mem::size_of::<blkin_annotation>(), 32);
+    }
+
+    #[test]
+    fn pack_is_big_endian_and_round_trips() {
+        let info = blkin_trace_info {
+            trace_id: 0x0102030405060708,
+            span_id: -2,
+            parent_span_id: 3,
+        };
+        let mut p = blkin_trace_info_packed::default();
+        let mut back = blkin_trace_info::default();
+        // SAFETY: valid pointers to locals.
+        unsafe {
+            assert_eq!(blkin_pack_trace_info(&info, &mut p), 0);
+            let raw: [u8; 24] = std::mem::transmute(p);
+            assert_eq!(&raw[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+            assert_eq!(blkin_unpack_trace_info(&p, &mut back), 0);
+        }
+        assert_eq!(back, info);
+    }
+}

@@ -107,7 +107,7 @@ impl RingMem {
     #[inline(always)]
     pub fn word(&self, off: usize) -> &AtomicU64 {
         assert!(
-            off % 8 == 0 && off + 8 <= self.len,
+            off.is_multiple_of(8) && off + 8 <= self.len,
             "ring word offset {off} out of bounds"
         );
         // SAFETY: in bounds and 8-byte aligned (the base is page- or
@@ -137,7 +137,7 @@ impl RingMem {
     /// overwritten record) yields garbage values, never undefined behaviour.
     #[inline]
     pub fn read_words(&self, off: usize, dst: &mut [u64]) {
-        assert!(off % 8 == 0 && off <= self.len && dst.len() <= (self.len - off) / 8);
+        assert!(off.is_multiple_of(8) && off <= self.len && dst.len() <= (self.len - off) / 8);
         for (i, d) in dst.iter_mut().enumerate() {
             *d = self
                 .word(off + i * 8)

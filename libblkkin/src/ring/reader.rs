@@ -322,7 +322,7 @@ impl RingReader {
                 return DrainEnd::InProgress;
             }
             let framed = cw.len >= layout::record_len(0) as u32
-                && cw.len % 8 == 0
+                && cw.len.is_multiple_of(8)
                 && cw.len <= self.max_record
                 && cw.len <= to_end
                 && cw.len <= avail;

@@ -1,0 +1,144 @@
+//! A decoded annotation with everything a person or a downstream tool needs:
+//! the JSON shape of `blkkin dump --json` (and of the live readers built on
+//! it), plus a one-line text form.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::ring::header::{Calibration, RingInfo};
+use crate::ring::layout::Kind;
+use crate::ring::record::Record;
+use crate::ring::writer::Value;
+
+/// An annotation's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AnnotationValue {
+    /// Event name or string value.
+    Text(String),
+    /// Integer value.
+    Integer(i64),
+}
+
+/// One annotation, owned, in dump/JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotation {
+    /// Trace id, 16 lowercase hex digits.
+    pub trace_id: String,
+    /// Span id, 16 lowercase hex digits.
+    pub id: String,
+    /// Parent span id; absent for root spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Span name.
+    pub name: String,
+    /// Endpoint service name.
+    pub service_name: String,
+    /// Endpoint IPv4 address (or the address text if it is neither v4 nor v6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    /// Endpoint IPv6 address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// Endpoint port.
+    pub port: u16,
+    /// Epoch microseconds (absent if the ring's clock calibration is unusable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// `event`, `string` or `integer`.
+    pub kind: Kind,
+    /// The event (for `event`) or the value.
+    pub value: AnnotationValue,
+    /// The key (key/value kinds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Force-sampled trace.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
+    /// Writer process id.
+    pub pid: u32,
+    /// Ring (CPU) the record came from.
+    pub cpu: u32,
+}
+
+/// 16 lowercase hex digits.
+pub fn hex_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Annotation {
+    /// Decodes a ring record using its ring's identity and clock calibration.
+    pub fn from_record(
+        r: &Record<'_>,
+        ring: &RingInfo,
+        calibration: Option<&Calibration>,
+    ) -> Annotation {
+        let ip = text(r.ip);
+        let is_v6 = ip.parse::<std::net::Ipv6Addr>().is_ok();
+        let (value, key) = match r.value {
+            Value::None => (AnnotationValue::Text(text(r.key)), None),
+            Value::Str(v) => (AnnotationValue::Text(text(v)), Some(text(r.key))),
+            Value::Int(i) => (AnnotationValue::Integer(i), Some(text(r.key))),
+        };
+        Annotation {
+            trace_id: hex_id(r.trace_id),
+            id: hex_id(r.span_id),
+            parent_id: (r.parent_id != 0).then(|| hex_id(r.parent_id)),
+            name: text(r.name),
+            service_name: text(r.service),
+            ipv4: (!is_v6).then(|| ip.clone()),
+            ipv6: is_v6.then_some(ip),
+            port: r.port,
+            timestamp: calibration
+                .and_then(|c| c.to_unix_ns(r.timestamp_raw))
+                .map(|ns| ns / 1000),
+            kind: r.kind,
+            value,
+            key,
+            debug: r.debug(),
+            pid: ring.pid,
+            cpu: ring.cpu,
+        }
+    }
+}
+
+impl fmt::Display for Annotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.timestamp {
+            Some(us) => write!(f, "{}.{:06}", us / 1_000_000, us % 1_000_000)?,
+            None => f.write_str("?")?,
+        }
+        let ip = self.ipv4.as_deref().or(self.ipv6.as_deref()).unwrap_or("");
+        write!(
+            f,
+            " pid={} cpu={} trace={} span={} parent={} {}@{}:{} [{}] ",
+            self.pid,
+            self.cpu,
+            self.trace_id,
+            self.id,
+            self.parent_id.as_deref().unwrap_or("-"),
+            self.service_name,
+            ip,
+            self.port,
+            self.name
+        )?;
+        let v = match &self.value {
+            AnnotationValue::Text(t) => format!("{t:?}"),
+            AnnotationValue::Integer(i) => i.to_string(),
+        };
+        match &self.key {
+            None => write!(f, "event {v}"),
+            Some(k) => write!(f, "{k:?}={v}"),
+        }?;
+        if self.debug {
+            f.write_str(" debug")?;
+        }
+        Ok(())
+    }
+}

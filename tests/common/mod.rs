@@ -1,0 +1,90 @@
+//! Helpers shared by the end-to-end tests: locating the built C library,
+//! compiling the C/C++ programs in tests/c against include/, and reading
+//! `blkkin dump --json`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The cargo profile directory (target/debug) this test binary lives in.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// A directory with libblkin.so, libblkin.so.0 and libblkin.a, freshly built.
+pub fn lib_dir(tmp: &Path) -> PathBuf {
+    let prof = profile_dir();
+    let find = |name: &str| {
+        [prof.join("deps").join(name), prof.join(name)]
+            .into_iter()
+            .filter(|p| p.exists())
+            .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+            .unwrap_or_else(|| {
+                panic!("{name} not built; run the tests with `cargo test --workspace`")
+            })
+    };
+    let dir = tmp.join("lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    let so = find("libblkin.so");
+    for link in ["libblkin.so", "libblkin.so.0"] {
+        std::os::unix::fs::symlink(&so, dir.join(link)).unwrap();
+    }
+    std::fs::copy(find("libblkin.a"), dir.join("libblkin.a")).unwrap();
+    dir
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compiles tests/c/<src> into <tmp>/<out>, dynamically linked with -lblkin
+/// (or statically when `static_link`).
+pub fn compile(tmp: &Path, libs: &Path, src: &str, out: &str, static_link: bool) -> PathBuf {
+    let src_path = root().join("tests/c").join(src);
+    let compiler = if src.ends_with(".cpp") { "c++" } else { "cc" };
+    let exe = tmp.join(out);
+    let mut cmd = Command::new(compiler);
+    cmd.args(["-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(&src_path)
+        .arg("-o")
+        .arg(&exe);
+    if static_link {
+        cmd.arg(libs.join("libblkin.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-lgcc_s"]);
+    } else {
+        cmd.arg(format!("-L{}", libs.display()))
+            .arg("-lblkin")
+            .arg(format!("-Wl,-rpath,{}", libs.display()));
+    }
+    let status = cmd.status().expect("C compiler available");
+    assert!(status.success(), "compiling {src} failed");
+    exe
+}
+
+/// Runs `blkkin dump --json` on a ring directory: (annotations, summary).
+pub fn dump_json(ring_dir: &Path) -> (Vec<Value>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["dump", "--json", "--dir"])
+        .arg(ring_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let summary = lines.pop().expect("summary line")["summary"].clone();
+    assert!(summary.is_object(), "last line is the summary");
+    (lines, summary)
+}
