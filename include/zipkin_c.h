@@ -148,7 +148,8 @@ int blkin_init_timestamp_annotation(struct blkin_annotation *annot,
 
 /* Records `annotation` in `trace`; the annotation's endpoint wins over the
  * trace's. 0 when recorded or not traced; -EINVAL on bad arguments;
- * -ENOBUFS (ring full), -EMSGSIZE (record too big) or -ENODEV (no rings)
+ * -ENOBUFS (ring full), -EMSGSIZE (record too big), -EIO (corrupt ring)
+ * or -ENODEV (no rings)
  * when dropped — every drop is counted. Never blocks. */
 int blkin_record(const struct blkin_trace *trace,
 		 const struct blkin_annotation *annotation);

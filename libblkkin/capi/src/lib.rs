@@ -348,7 +348,7 @@ unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
 /// Records an annotation of `trace`. The annotation's own endpoint wins over
 /// the trace's. Returns 0 when recorded or when the trace is not sampled,
 /// -EINVAL on bad arguments, -ENOBUFS when the ring was full, -EMSGSIZE when
-/// the record exceeds the maximum record size, -ENODEV when this process has
+/// the record exceeds the maximum record size, -EIO when the ring is corrupt, -ENODEV when this process has
 /// no rings (drops of all three kinds are counted).
 #[no_mangle]
 pub unsafe extern "C" fn blkin_record(
@@ -412,6 +412,7 @@ pub unsafe extern "C" fn blkin_record(
         Ok(()) => 0,
         Err(RecordError::Ring(WriteError::Full)) => -libc::ENOBUFS,
         Err(RecordError::Ring(WriteError::TooBig)) => -libc::EMSGSIZE,
+        Err(RecordError::Ring(WriteError::Corrupt)) => -libc::EIO,
         Err(RecordError::NoRing) => -libc::ENODEV,
     }
 }

@@ -16,7 +16,7 @@
 //! 136  written_epochs u64 (times the 32-bit record count wrapped)
 //! 192  tail u64 = byte offset the consumer has drained up to      [reader]
 //! 200  reader pid u32
-//! 256  lost_full u64, lost_too_big u64, lost_no_ring u64           [slow path]
+//! 256  lost_full, lost_too_big, lost_no_ring, lost_corrupt (u64)    [slow path]
 //! ```
 //!
 //! Every record starts on an 8-byte boundary with a *commit word*:
@@ -67,6 +67,7 @@ pub mod off {
     pub const LOST_FULL: usize = 256;
     pub const LOST_TOO_BIG: usize = 264;
     pub const LOST_NO_RING: usize = 272;
+    pub const LOST_CORRUPT: usize = 280;
 }
 
 /// Header flag: writers overwrite the oldest records instead of dropping new ones.

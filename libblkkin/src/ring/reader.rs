@@ -83,12 +83,14 @@ pub struct WriterCounters {
     pub lost_too_big: u64,
     /// Records dropped before the process's rings existed.
     pub lost_no_ring: u64,
+    /// Records dropped because the ring's head word was corrupt.
+    pub lost_corrupt: u64,
 }
 
 impl WriterCounters {
     /// All records the writer dropped.
     pub fn lost(&self) -> u64 {
-        self.lost_full + self.lost_too_big + self.lost_no_ring
+        self.lost_full + self.lost_too_big + self.lost_no_ring + self.lost_corrupt
     }
 }
 
@@ -253,6 +255,7 @@ impl RingReader {
             lost_full: get(off::LOST_FULL),
             lost_too_big: get(off::LOST_TOO_BIG),
             lost_no_ring: get(off::LOST_NO_RING),
+            lost_corrupt: get(off::LOST_CORRUPT),
         }
     }
 

@@ -62,6 +62,9 @@ pub enum WriteError {
     /// The record exceeds the ring's maximum record size; counted in `lost_too_big`.
     #[error("record larger than the ring's maximum record size, dropped")]
     TooBig,
+    /// The ring's `head` word is corrupt (unaligned); counted in `lost_corrupt`.
+    #[error("ring head corrupt, record dropped")]
+    Corrupt,
 }
 
 /// Parameters of a ring, fixed at creation.
@@ -182,6 +185,13 @@ impl RingWriter {
         let mut cur = head.load(Ordering::Relaxed);
         loop {
             let (count, offset) = split_head(cur);
+            if !offset.is_multiple_of(8) {
+                // Someone scribbled over the shared head: never trust it.
+                self.mem
+                    .word(off::LOST_CORRUPT)
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(WriteError::Corrupt);
+            }
             let to_end = self.cap - (offset & self.mask);
             let pad = if len > to_end { to_end } else { 0 };
             let total = pad + len;
