@@ -21,7 +21,7 @@
  * the three single-threaded benches are interleaved (so slow phases of a
  * noisy VM hit them alike); the 2-thread bench runs after them and reports
  * the median over all per-thread, per-round ns/op samples.
- * Between rounds the process sleeps DRAIN_MS (untimed) so the consumer
+ * Between rounds the process spins DRAIN_MS (untimed) so the consumer
  * daemon can drain the ring buffers, which keeps discarded events (and so
  * the cheaper "buffer full" path) out of the measurement as far as possible.
  */
@@ -30,6 +30,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,30 @@ static void sleep_ms(int ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
 		;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/*
+ * Pause between rounds by spinning, not sleeping: on the (virtualised)
+ * test machine a vCPU that idles for a few ms comes back markedly slower
+ * (+40-50 % on a pure ALU loop, for seconds at a time), which made the
+ * per-round numbers bimodal. The other core stays free for lttng-consumerd.
+ */
+static void spin_ms(int ms)
+{
+	if (ms <= 0)
+		return;
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000ULL;
+	while (now_ns() < end)
+		cpu_relax();
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -177,7 +202,7 @@ static void run_benches(struct bench *b, int nb)
 		}
 		b[i].fn(n_warmup, 0);
 		total_calls += (unsigned long long)n_warmup * b[i].events_per_call;
-		sleep_ms(drain_ms);
+		spin_ms(drain_ms);
 	}
 	for (int r = 0; r < n_rounds; r++) {
 		for (int i = 0; i < nb; i++) {
@@ -186,7 +211,7 @@ static void run_benches(struct bench *b, int nb)
 			uint64_t t1 = now_ns();
 			b[i].ns[r] = (double)(t1 - t0) / (double)n_calls;
 			total_calls += (unsigned long long)n_calls * b[i].events_per_call;
-			sleep_ms(drain_ms);
+			spin_ms(drain_ms);
 		}
 	}
 	for (int i = 0; i < nb; i++) {
@@ -203,20 +228,36 @@ static void run_benches(struct bench *b, int nb)
 
 /* (e) two threads calling the timestamp tracepoint concurrently */
 #define NTHREADS 2
-static pthread_barrier_t round_start, round_end;
 static double *thread_ns; /* [NTHREADS * n_rounds] */
+static atomic_int bar_count, bar_gen;
+
+/* Spinning barrier for the worker threads (no futex sleep, see spin_ms). */
+static void spin_barrier(void)
+{
+	int gen = atomic_load(&bar_gen);
+	if (atomic_fetch_add(&bar_count, 1) == NTHREADS - 1) {
+		atomic_store(&bar_count, 0);
+		atomic_fetch_add(&bar_gen, 1);
+	} else {
+		while (atomic_load(&bar_gen) == gen)
+			cpu_relax();
+	}
+}
 
 static void *thread_main(void *arg)
 {
 	long t = (long)arg;
 	loop_timestamp(n_warmup, t * 131);
 	for (int r = 0; r < n_rounds; r++) {
-		pthread_barrier_wait(&round_start);
+		/* thread 0 spins the drain pause (after the warmup, then
+		 * between rounds) while thread 1 waits at the barrier */
+		if (t == 0)
+			spin_ms(drain_ms);
+		spin_barrier();
 		uint64_t t0 = now_ns();
 		loop_timestamp(n_calls, t * 131 + r);
 		uint64_t t1 = now_ns();
 		thread_ns[t * n_rounds + r] = (double)(t1 - t0) / (double)n_calls;
-		pthread_barrier_wait(&round_end);
 	}
 	return NULL;
 }
@@ -230,19 +271,13 @@ static void run_bench_threads(const char *name)
 		perror("calloc");
 		exit(1);
 	}
-	pthread_barrier_init(&round_start, NULL, NTHREADS + 1);
-	pthread_barrier_init(&round_end, NULL, NTHREADS + 1);
+	atomic_store(&bar_count, 0);
+	atomic_store(&bar_gen, 0);
 	for (long t = 0; t < NTHREADS; t++) {
 		if (pthread_create(&th[t], NULL, thread_main, (void *)t) != 0) {
 			perror("pthread_create");
 			exit(1);
 		}
-	}
-	for (int r = 0; r < n_rounds; r++) {
-		/* first drain after the threads' warmups, then between rounds */
-		sleep_ms(drain_ms);
-		pthread_barrier_wait(&round_start);
-		pthread_barrier_wait(&round_end);
 	}
 	for (int t = 0; t < NTHREADS; t++)
 		pthread_join(th[t], NULL);
@@ -256,8 +291,6 @@ static void run_bench_threads(const char *name)
 		}
 	}
 	report(name, thread_ns, n, " per thread");
-	pthread_barrier_destroy(&round_start);
-	pthread_barrier_destroy(&round_end);
 	free(thread_ns);
 }
 
@@ -288,7 +321,7 @@ static void prime_buffers(void)
 		loop_timestamp(n_prime, cpu);
 		total_calls += (unsigned long long)n_prime;
 		ncpu++;
-		sleep_ms(drain_ms * 3);
+		spin_ms(drain_ms * 3);
 	}
 	if (sched_setaffinity(0, sizeof(orig), &orig) != 0)
 		perror("sched_setaffinity (restore)");

@@ -3,7 +3,7 @@
 //! On the first record (or an explicit [`init`]), the process creates one ring
 //! per configured CPU in the ring directory, calibrates its clock and
 //! registers a fork handler. After that, recording is: read the clock and CPU
-//! (`rdtscp`), pick that CPU's ring, reserve, copy, commit. No locks, no
+//! (`rdtsc` + `rdpid`), pick that CPU's ring, reserve, copy, commit. No locks, no
 //! allocation, no system call. If the rings cannot be created (full /dev/shm,
 //! bad permissions), records are dropped and counted, and one warning goes to
 //! stderr.
@@ -245,10 +245,7 @@ impl ProcessRings {
             Some(r) => r,
             None => &self.rings[cpu % self.rings.len()],
         };
-        ring.write(&RecordIn {
-            timestamp: ts,
-            ..*r
-        })
+        ring.write(ts, r)
     }
 
     /// Publishes a fresh calibration point (about once a second, one thread).

@@ -128,8 +128,8 @@ impl TraceContext {
         }
     }
 
-    /// Records one annotation of this context.
-    #[inline]
+    /// Records one annotation of this context (nothing if unsampled).
+    #[inline(always)]
     pub fn annotate(
         &self,
         span_name: &str,
@@ -141,8 +141,20 @@ impl TraceContext {
         if !self.is_sampled() {
             return Ok(());
         }
+        self.annotate_sampled(span_name, endpoint, kind, key, value)
+    }
+
+    // Out of line so the unsampled check above stays a single inlined branch.
+    #[inline(never)]
+    fn annotate_sampled(
+        &self,
+        span_name: &str,
+        endpoint: &Endpoint,
+        kind: Kind,
+        key: &str,
+        value: Value<'_>,
+    ) -> Result<(), RecordError> {
         recorder::record(&RecordIn {
-            timestamp: 0,
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent_id: self.parent_id,
@@ -169,6 +181,7 @@ pub struct Span<'a> {
 }
 
 impl<'a> Span<'a> {
+    #[inline(always)]
     fn started(ctx: TraceContext, name: &'a str, endpoint: &'a Endpoint) -> Span<'a> {
         let s = Span {
             ctx,
@@ -224,7 +237,7 @@ impl<'a> Span<'a> {
     }
 
     /// Records a timestamped event (`cs`, `sr`, "queued", ...).
-    #[inline]
+    #[inline(always)]
     pub fn event(&self, event: &str) {
         let _ = self
             .ctx
@@ -267,7 +280,7 @@ impl<'a> Span<'a> {
 }
 
 impl Drop for Span<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if self.auto_events {
             self.event(END);

@@ -392,7 +392,6 @@ pub unsafe extern "C" fn blkin_record(
         }
     };
     let r = RecordIn {
-        timestamp: 0,
         trace_id: t.info.trace_id as u64,
         span_id: t.info.span_id as u64,
         parent_id: t.info.parent_span_id as u64,

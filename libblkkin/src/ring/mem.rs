@@ -131,6 +131,26 @@ impl RingMem {
         }
     }
 
+    /// A writer's view of `len` bytes at `off` (at least [`Slot::MIN_LEN`]),
+    /// bounds-checked once so the record path can fill it without a check
+    /// per field.
+    #[inline(always)]
+    pub fn slot(&self, off: usize, len: usize) -> Slot<'_> {
+        assert!(
+            self.writable
+                && off.is_multiple_of(8)
+                && len >= Slot::MIN_LEN
+                && off <= self.len
+                && len <= self.len - off
+        );
+        // SAFETY: in bounds (checked above).
+        Slot {
+            ptr: unsafe { self.base.as_ptr().add(off) },
+            len,
+            _mem: std::marker::PhantomData,
+        }
+    }
+
     /// Copies `dst.len()` words starting at byte offset `off` (reader side).
     ///
     /// Uses relaxed atomic loads, so racing with a writer (a corrupt or
@@ -142,6 +162,80 @@ impl RingMem {
             *d = self
                 .word(off + i * 8)
                 .load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A bounds-checked, 8-byte aligned region of a ring reserved by a writer.
+pub struct Slot<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _mem: std::marker::PhantomData<&'a RingMem>,
+}
+
+impl Slot<'_> {
+    /// Every slot has at least this many bytes (a record's fixed part).
+    pub const MIN_LEN: usize = 56;
+
+    /// The aligned word at byte `OFF` of the slot (checked at compile time).
+    #[inline(always)]
+    pub fn word<const OFF: usize>(&self) -> &AtomicU64 {
+        const { assert!(OFF.is_multiple_of(8) && OFF + 8 <= Slot::MIN_LEN) };
+        // SAFETY: OFF + 8 <= MIN_LEN <= len, aligned; shared words are atomics.
+        unsafe { &*(self.ptr.add(OFF) as *const AtomicU64) }
+    }
+
+    /// Copies `parts` back to back starting at byte `at`. One bounds check
+    /// for all; short strings (the common case) are copied inline, not via
+    /// a memcpy call.
+    #[inline(always)]
+    pub fn put_all<const N: usize>(&self, at: usize, parts: [&[u8]; N]) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(at <= self.len && total <= self.len - at);
+        let mut off = at;
+        for src in parts {
+            // SAFETY: off + src.len() <= at + total <= len (checked above).
+            unsafe { copy_short(self.ptr.add(off), src) };
+            off += src.len();
+        }
+    }
+}
+
+/// Copies `src` to `d` with overlapping head/tail moves for short lengths.
+///
+/// # Safety
+/// `d` must be valid for `src.len()` bytes of writes and not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short(d: *mut u8, src: &[u8]) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: every access below stays within [0, n) of both buffers
+    // (the caller guarantees `d`; `src` is a slice of length n).
+    unsafe {
+        if n >= 8 {
+            if n > 16 {
+                std::ptr::copy_nonoverlapping(s, d, n);
+            } else {
+                d.cast::<u64>()
+                    .write_unaligned(s.cast::<u64>().read_unaligned());
+                d.add(n - 8)
+                    .cast::<u64>()
+                    .write_unaligned(s.add(n - 8).cast::<u64>().read_unaligned());
+            }
+        } else if n >= 4 {
+            d.cast::<u32>()
+                .write_unaligned(s.cast::<u32>().read_unaligned());
+            d.add(n - 4)
+                .cast::<u32>()
+                .write_unaligned(s.add(n - 4).cast::<u32>().read_unaligned());
+        } else if n >= 2 {
+            d.cast::<u16>()
+                .write_unaligned(s.cast::<u16>().read_unaligned());
+            d.add(n - 2)
+                .cast::<u16>()
+                .write_unaligned(s.add(n - 2).cast::<u16>().read_unaligned());
+        } else if n == 1 {
+            *d = *s;
         }
     }
 }
@@ -159,6 +253,40 @@ mod tests {
         let mut out = [0u64; 3];
         m.read_words(8, &mut out);
         assert_eq!(out, [42, 7, 0]);
+    }
+
+    #[test]
+    fn slot_put_copies_every_length_exactly() {
+        let m = RingMem::heap(256);
+        for n in 0..40usize {
+            let src: Vec<u8> = (1..=n as u8).collect();
+            for w in 0..8 {
+                m.word(w * 8).store(0, Ordering::Relaxed);
+            }
+            let slot = m.slot(0, 64);
+            slot.put_all(3, [&src[..]]);
+            let mut words = [0u64; 8];
+            m.read_words(0, &mut words);
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(&bytes[3..3 + n], &src[..]);
+            assert!(
+                bytes[..3].iter().chain(&bytes[3 + n..]).all(|b| *b == 0),
+                "n={n}"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn slot_out_of_bounds_panics() {
+        RingMem::heap(128).slot(32, 100);
+    }
+
+    #[test]
+    #[should_panic]
+    fn slot_put_past_its_end_panics() {
+        let m = RingMem::heap(128);
+        m.slot(0, 56).put_all(50, [&b"12345678"[..]]);
     }
 
     #[test]

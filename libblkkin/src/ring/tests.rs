@@ -45,7 +45,6 @@ fn new_ring(data_size: u32, overwrite: bool) -> (RingWriter, RingReader) {
 
 fn rec<'a>(thread: u64, seq: u64, value: &'a [u8]) -> RecordIn<'a> {
     RecordIn {
-        timestamp: seq,
         trace_id: thread + 1,
         span_id: seq,
         parent_id: 7,
@@ -83,26 +82,35 @@ fn drain_all(r: &mut RingReader) -> Vec<(u64, u64, Vec<u8>)> {
 fn round_trips_every_kind() {
     let (w, mut r) = new_ring(SMALL, false);
     let base = rec(0, 1, b"");
-    w.write(&RecordIn {
-        kind: Kind::Event,
-        key: b"cs",
-        value: Value::None,
-        ..base
-    })
+    w.write(
+        7,
+        &RecordIn {
+            kind: Kind::Event,
+            key: b"cs",
+            value: Value::None,
+            ..base
+        },
+    )
     .unwrap();
-    w.write(&RecordIn {
-        kind: Kind::String,
-        key: b"k",
-        value: Value::Str(b"v"),
-        ..base
-    })
+    w.write(
+        7,
+        &RecordIn {
+            kind: Kind::String,
+            key: b"k",
+            value: Value::Str(b"v"),
+            ..base
+        },
+    )
     .unwrap();
-    w.write(&RecordIn {
-        kind: Kind::Integer,
-        key: b"n",
-        value: Value::Int(-42),
-        ..base
-    })
+    w.write(
+        7,
+        &RecordIn {
+            kind: Kind::Integer,
+            key: b"n",
+            value: Value::Int(-42),
+            ..base
+        },
+    )
     .unwrap();
     let mut got = Vec::new();
     assert_eq!(
@@ -124,7 +132,7 @@ fn round_trips_every_kind() {
     );
     let mut one = None;
     let (w2, mut r2) = new_ring(SMALL, false);
-    w2.write(&rec(3, 9, b"val")).unwrap();
+    w2.write(7, &rec(3, 9, b"val")).unwrap();
     r2.drain(1, |x| {
         one = Some((
             x.trace_id,
@@ -161,7 +169,7 @@ fn wraps_around_many_times_in_order() {
     while next < n {
         // Variable sizes so padding lands at different places on each lap.
         let len = (next as usize * 37) % 300;
-        match w.write(&rec(0, next, &payload[..len])) {
+        match w.write(7, &rec(0, next, &payload[..len])) {
             Ok(()) => next += 1,
             Err(WriteError::Full) => seen.extend(drain_all(&mut r)),
             Err(e) => panic!("{e}"),
@@ -184,7 +192,7 @@ fn discards_and_counts_when_full() {
     let mut ok = 0u64;
     let attempts = 5000u64;
     for i in 0..attempts {
-        if w.write(&rec(0, i, b"some value")).is_ok() {
+        if w.write(7, &rec(0, i, b"some value")).is_ok() {
             ok += 1;
         }
     }
@@ -195,20 +203,23 @@ fn discards_and_counts_when_full() {
     assert_eq!(read, ok);
     assert_eq!(read + c.lost(), attempts);
     // Space comes back after release.
-    assert!(w.write(&rec(0, 0, b"again")).is_ok());
+    assert!(w.write(7, &rec(0, 0, b"again")).is_ok());
 }
 
 #[test]
 fn too_big_records_are_dropped_and_counted() {
     let (w, r) = new_ring(SMALL, false);
     let big = vec![0u8; 5000];
-    assert_eq!(w.write(&rec(0, 0, &big)), Err(WriteError::TooBig));
+    assert_eq!(w.write(7, &rec(0, 0, &big)), Err(WriteError::TooBig));
     let long_key = vec![b'k'; 256];
     assert_eq!(
-        w.write(&RecordIn {
-            key: &long_key,
-            ..rec(0, 0, b"")
-        }),
+        w.write(
+            7,
+            &RecordIn {
+                key: &long_key,
+                ..rec(0, 0, b"")
+            }
+        ),
         Err(WriteError::TooBig)
     );
     assert_eq!(r.writer_counters().lost_too_big, 2);
@@ -219,7 +230,7 @@ fn overwrite_mode_keeps_newest_and_counts_the_rest() {
     let (w, mut r) = new_ring(SMALL, true);
     let n = if cfg!(miri) { 2000 } else { 20_000 };
     for i in 0..n {
-        w.write(&rec(0, i, b"flight recorder")).unwrap();
+        w.write(7, &rec(0, i, b"flight recorder")).unwrap();
     }
     let got = drain_all(&mut r);
     let s = r.stats();
@@ -251,9 +262,9 @@ fn fake_dead_reservation(w: &RingWriter, len: u32, write_word: bool) {
 #[test]
 fn torn_record_of_dead_writer_is_skipped_and_counted() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(&rec(0, 0, b"a")).unwrap();
+    w.write(7, &rec(0, 0, b"a")).unwrap();
     fake_dead_reservation(&w, 80, true);
-    w.write(&rec(0, 2, b"c")).unwrap();
+    w.write(7, &rec(0, 2, b"c")).unwrap();
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::InProgress);
     assert_eq!(got, vec![0]);
@@ -267,9 +278,9 @@ fn torn_record_of_dead_writer_is_skipped_and_counted() {
 #[test]
 fn writer_dead_before_announcing_is_resynced_and_counted() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(&rec(0, 0, b"a")).unwrap();
+    w.write(7, &rec(0, 0, b"a")).unwrap();
     fake_dead_reservation(&w, 80, false);
-    w.write(&rec(0, 2, b"c")).unwrap();
+    w.write(7, &rec(0, 2, b"c")).unwrap();
     r.set_writer_check(WriterCheck::Assume(false));
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::CaughtUp);
@@ -282,7 +293,7 @@ fn writer_dead_before_announcing_is_resynced_and_counted() {
 fn stalled_live_writer_is_skipped_after_timeout() {
     let (w, mut r) = new_ring(SMALL, false);
     fake_dead_reservation(&w, 80, true);
-    w.write(&rec(0, 1, b"b")).unwrap();
+    w.write(7, &rec(0, 1, b"b")).unwrap();
     r.set_stall_timeout(std::time::Duration::ZERO);
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::InProgress); // starts the clock
@@ -294,8 +305,8 @@ fn stalled_live_writer_is_skipped_after_timeout() {
 #[test]
 fn corrupt_body_is_counted_not_delivered() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(&rec(0, 0, b"a")).unwrap();
-    w.write(&rec(0, 1, b"b")).unwrap();
+    w.write(7, &rec(0, 0, b"a")).unwrap();
+    w.write(7, &rec(0, 1, b"b")).unwrap();
     // Make the first record's key length overrun its record.
     let at = layout::HEADER_SIZE + layout::rec::LEN_NAME;
     let word = w.mem().word(at);
@@ -343,7 +354,7 @@ fn concurrent_writers_and_reader_lose_nothing_silently() {
             std::thread::spawn(move || {
                 let mut lost = 0u64;
                 for i in 0..per_thread {
-                    if w.write(&rec(t, i, &i.to_le_bytes())).is_err() {
+                    if w.write(7, &rec(t, i, &i.to_le_bytes())).is_err() {
                         lost += 1;
                     }
                 }
@@ -380,7 +391,7 @@ mod hostile {
         ) {
             let (w, mut r) = new_ring(SMALL, overwrite);
             for i in 0..records {
-                let _ = w.write(&rec(0, i as u64, b"payload"));
+                let _ = w.write(7, &rec(0, i as u64, b"payload"));
             }
             for (word, value) in &pokes {
                 w.mem().word(word * 8).store(*value, Ordering::Relaxed);
@@ -392,7 +403,7 @@ mod hostile {
                 r.release();
             }
             // Writers keep working on a corrupted ring, too.
-            let _ = w.write(&rec(0, 0, b"after"));
+            let _ = w.write(7, &rec(0, 0, b"after"));
             r.drain(100_000, |_| {});
         }
 
@@ -401,7 +412,7 @@ mod hostile {
         #[test]
         fn header_corruption_is_refused_or_survived(pokes in proptest::collection::vec((0usize..64, any::<u64>()), 1..16)) {
             let (w, _r) = new_ring(SMALL, false);
-            w.write(&rec(0, 1, b"x")).unwrap();
+            w.write(7, &rec(0, 1, b"x")).unwrap();
             for (word, value) in &pokes {
                 w.mem().word(word * 8).store(*value, Ordering::Relaxed);
             }

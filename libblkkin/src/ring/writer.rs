@@ -27,8 +27,6 @@ pub enum Value<'a> {
 /// Everything one record carries, borrowed from the caller for one call.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordIn<'a> {
-    /// Raw timestamp in the ring's clock (TSC ticks or Unix ns).
-    pub timestamp: u64,
     /// Trace id (never 0 here: unsampled traces are filtered earlier).
     pub trace_id: u64,
     /// Span id.
@@ -109,18 +107,17 @@ impl RingWriter {
         &self.mem
     }
 
-    /// Writes one record. Never blocks, never allocates.
+    /// Writes one record stamped `timestamp` (the record's own timestamp
+    /// field is ignored). Never blocks, never allocates.
     #[inline]
-    pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
+    pub fn write(&self, timestamp: u64, r: &RecordIn<'_>) -> Result<(), WriteError> {
         let value_len = match r.value {
             Value::None => 0,
             Value::Str(s) => s.len(),
             Value::Int(_) => 8,
         };
-        let short_ok = r.service.len() <= layout::MAX_SHORT_STRING
-            && r.name.len() <= layout::MAX_SHORT_STRING
-            && r.ip.len() <= layout::MAX_SHORT_STRING
-            && r.key.len() <= layout::MAX_SHORT_STRING;
+        let short_ok =
+            (r.service.len() | r.name.len() | r.ip.len() | r.key.len()) <= layout::MAX_SHORT_STRING;
         let strings = r.service.len() + r.name.len() + r.ip.len() + r.key.len() + value_len;
         let len = layout::record_len(strings);
         if !short_ok || len > self.max_record as usize {
@@ -131,8 +128,12 @@ impl RingWriter {
         }
         let len = len as u32;
         let (pos, seq) = self.reserve(len)?;
-        let base = layout::HEADER_SIZE + (pos & self.mask) as usize;
-        let cw = self.mem.word(base);
+        // idx + len <= cap: reserve() padded to the start if the record did not fit.
+        let slot = self.mem.slot(
+            layout::HEADER_SIZE + (pos & self.mask) as usize,
+            len as usize,
+        );
+        let cw = slot.word::<0>();
         cw.store(
             commit_word(layout::STATE_RESERVED, r.kind as u64, len, pos),
             Ordering::Relaxed,
@@ -142,35 +143,38 @@ impl RingWriter {
             // after copying; this fence orders our head update before the body.
             fence(Ordering::Release);
         }
-        let w = |o: usize, v: u64| self.mem.word(base + o).store(v, Ordering::Relaxed);
-        w(rec::TIMESTAMP, r.timestamp);
-        w(rec::TRACE_ID, r.trace_id);
-        w(rec::SPAN_ID, r.span_id);
-        w(rec::PARENT_ID, r.parent_id);
-        w(
-            rec::SEQ,
+        slot.word::<{ rec::TIMESTAMP }>()
+            .store(timestamp, Ordering::Relaxed);
+        slot.word::<{ rec::TRACE_ID }>()
+            .store(r.trace_id, Ordering::Relaxed);
+        slot.word::<{ rec::SPAN_ID }>()
+            .store(r.span_id, Ordering::Relaxed);
+        slot.word::<{ rec::PARENT_ID }>()
+            .store(r.parent_id, Ordering::Relaxed);
+        slot.word::<{ rec::SEQ }>().store(
             seq as u64
                 | (r.port as u64) << 32
                 | (r.flags as u64) << 48
                 | (r.service.len() as u64) << 56,
+            Ordering::Relaxed,
         );
-        w(
-            rec::LEN_NAME,
+        slot.word::<{ rec::LEN_NAME }>().store(
             r.name.len() as u64
                 | (r.ip.len() as u64) << 8
                 | (r.key.len() as u64) << 16
                 | (value_len as u64) << 32,
+            Ordering::Relaxed,
         );
-        let mut at = base + rec::STRINGS;
-        for s in [r.service, r.name, r.ip, r.key] {
-            self.mem.write_bytes(at, s);
-            at += s.len();
-        }
-        match r.value {
-            Value::None => {}
-            Value::Str(s) => self.mem.write_bytes(at, s),
-            Value::Int(i) => self.mem.write_bytes(at, &i.to_le_bytes()),
-        }
+        let int_bytes;
+        let value: &[u8] = match r.value {
+            Value::None => &[],
+            Value::Str(s) => s,
+            Value::Int(i) => {
+                int_bytes = i.to_le_bytes();
+                &int_bytes
+            }
+        };
+        slot.put_all(rec::STRINGS, [r.service, r.name, r.ip, r.key, value]);
         cw.store(
             commit_word(layout::STATE_COMMITTED, r.kind as u64, len, pos),
             Ordering::Release,
