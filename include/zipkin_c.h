@@ -21,11 +21,14 @@
 #include <asm/byteorder.h> /* __be64, as in ceph/blkin */
 
 /* Record a timestamp / key-string / key-integer annotation in one statement.
+ * A trace that is not sampled (trace_id 0) is skipped inline, without a call.
  * (The trailing semicolon matches ceph/blkin, so existing call sites compile
  * the same way.) */
 #define BLKIN_TIMESTAMP(trace, endp, event)                                  \
 	do {                                                                 \
 		struct blkin_annotation blkin_annot_;                        \
+		if (blkin_not_traced_(trace))                                \
+			break;                                               \
 		blkin_init_timestamp_annotation(&blkin_annot_, event, endp); \
 		blkin_record(trace, &blkin_annot_);                          \
 	} while (0);
@@ -33,6 +36,8 @@
 #define BLKIN_KEYVAL_STRING(trace, endp, key, val)                           \
 	do {                                                                 \
 		struct blkin_annotation blkin_annot_;                        \
+		if (blkin_not_traced_(trace))                                \
+			break;                                               \
 		blkin_init_string_annotation(&blkin_annot_, key, val, endp); \
 		blkin_record(trace, &blkin_annot_);                          \
 	} while (0);
@@ -40,6 +45,8 @@
 #define BLKIN_KEYVAL_INTEGER(trace, endp, key, val)                           \
 	do {                                                                  \
 		struct blkin_annotation blkin_annot_;                         \
+		if (blkin_not_traced_(trace))                                 \
+			break;                                                \
 		blkin_init_integer_annotation(&blkin_annot_, key, val, endp); \
 		blkin_record(trace, &blkin_annot_);                           \
 	} while (0);
@@ -88,6 +95,12 @@ struct blkin_trace {
 	struct blkin_trace_info info;
 	const struct blkin_endpoint *endpoint;
 };
+
+/* Used by the BLKIN_* macros: a non-NULL trace with trace_id 0 is not traced. */
+static inline int blkin_not_traced_(const struct blkin_trace *trace)
+{
+	return trace && trace->info.trace_id == 0;
+}
 
 typedef enum {
 	ANNOT_STRING = 0,

@@ -88,6 +88,24 @@ pub fn now_and_cpu(src: ClockSource) -> (u64, u32) {
     }
 }
 
+/// Reads only the CPU number.
+#[inline(always)]
+pub fn cpu(src: ClockSource) -> u32 {
+    match src {
+        #[cfg(target_arch = "x86_64")]
+        ClockSource::TscRdpid => {
+            let aux: u64;
+            // SAFETY: only selected after `detect` confirmed RDPID support;
+            // the instruction only writes the named register.
+            unsafe {
+                core::arch::asm!("rdpid {}", out(reg) aux, options(nomem, nostack, preserves_flags))
+            };
+            (aux & 0xfff) as u32
+        }
+        _ => getcpu(),
+    }
+}
+
 /// Reads only the raw timestamp.
 #[inline(always)]
 pub fn now_raw(src: ClockSource) -> u64 {

@@ -236,16 +236,16 @@ impl ProcessRings {
     /// Writes one record (timestamp and CPU filled in here).
     #[inline(always)]
     pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
-        let (ts, cpu) = clock::now_and_cpu(self.clock);
-        if ts >= self.next_refresh.load(Ordering::Relaxed) {
-            self.refresh_calibration(ts);
-        }
-        let cpu = cpu as usize;
+        let cpu = clock::cpu(self.clock) as usize;
         let ring = match self.rings.get(cpu) {
             Some(r) => r,
             None => &self.rings[cpu % self.rings.len()],
         };
-        ring.write(ts, r)
+        let ts = ring.write(self.clock, r)?;
+        if ts >= self.next_refresh.load(Ordering::Relaxed) {
+            self.refresh_calibration(ts);
+        }
+        Ok(())
     }
 
     /// Publishes a fresh calibration point (about once a second, one thread).
@@ -271,22 +271,27 @@ impl ProcessRings {
 }
 
 /// Records one annotation. The hot path: lock-free, allocation-free.
-#[inline]
+#[inline(always)]
 pub fn record(r: &RecordIn<'_>) -> Result<(), RecordError> {
     let p = RINGS.load(Ordering::Acquire);
-    let rings = if p.is_null() {
-        match init() {
-            Ok(r) => r,
-            Err(_) => {
-                LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
-                return Err(RecordError::NoRing);
-            }
+    if p.is_null() {
+        return record_first(r);
+    }
+    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
+    Ok(unsafe { &*p }.write(r)?)
+}
+
+/// The first record of a process (or one while the rings are unavailable).
+#[cold]
+#[inline(never)]
+fn record_first(r: &RecordIn<'_>) -> Result<(), RecordError> {
+    match init() {
+        Ok(rings) => Ok(rings.write(r)?),
+        Err(_) => {
+            LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
+            Err(RecordError::NoRing)
         }
-    } else {
-        // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
-        unsafe { &*p }
-    };
-    Ok(rings.write(r)?)
+    }
 }
 
 /// Process-wide counters.

@@ -3,6 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::clock::ClockSource;
+
 use super::header::{write_header, Calibration, HeaderInit, RingInfo};
 use super::layout::{self, commit_word, join_head, off, split_head, Kind};
 use super::mem::RingMem;
@@ -132,7 +134,7 @@ fn round_trips_every_kind() {
     );
     let mut one = None;
     let (w2, mut r2) = new_ring(SMALL, false);
-    w2.write(7, &rec(3, 9, b"val")).unwrap();
+    w2.write(ClockSource::Realtime, &rec(3, 9, b"val")).unwrap();
     r2.drain(1, |x| {
         one = Some((
             x.trace_id,
@@ -169,7 +171,7 @@ fn wraps_around_many_times_in_order() {
     while next < n {
         // Variable sizes so padding lands at different places on each lap.
         let len = (next as usize * 37) % 300;
-        match w.write(7, &rec(0, next, &payload[..len])) {
+        match w.write(ClockSource::Realtime, &rec(0, next, &payload[..len])) {
             Ok(()) => next += 1,
             Err(WriteError::Full) => seen.extend(drain_all(&mut r)),
             Err(e) => panic!("{e}"),
@@ -192,7 +194,9 @@ fn discards_and_counts_when_full() {
     let mut ok = 0u64;
     let attempts = 5000u64;
     for i in 0..attempts {
-        if w.write(7, &rec(0, i, b"some value")).is_ok() {
+        if w.write(ClockSource::Realtime, &rec(0, i, b"some value"))
+            .is_ok()
+        {
             ok += 1;
         }
     }
@@ -203,14 +207,17 @@ fn discards_and_counts_when_full() {
     assert_eq!(read, ok);
     assert_eq!(read + c.lost(), attempts);
     // Space comes back after release.
-    assert!(w.write(7, &rec(0, 0, b"again")).is_ok());
+    assert!(w.write(ClockSource::Realtime, &rec(0, 0, b"again")).is_ok());
 }
 
 #[test]
 fn too_big_records_are_dropped_and_counted() {
     let (w, r) = new_ring(SMALL, false);
     let big = vec![0u8; 5000];
-    assert_eq!(w.write(7, &rec(0, 0, &big)), Err(WriteError::TooBig));
+    assert_eq!(
+        w.write(ClockSource::Realtime, &rec(0, 0, &big)),
+        Err(WriteError::TooBig)
+    );
     let long_key = vec![b'k'; 256];
     assert_eq!(
         w.write(
@@ -230,7 +237,8 @@ fn overwrite_mode_keeps_newest_and_counts_the_rest() {
     let (w, mut r) = new_ring(SMALL, true);
     let n = if cfg!(miri) { 2000 } else { 20_000 };
     for i in 0..n {
-        w.write(7, &rec(0, i, b"flight recorder")).unwrap();
+        w.write(ClockSource::Realtime, &rec(0, i, b"flight recorder"))
+            .unwrap();
     }
     let got = drain_all(&mut r);
     let s = r.stats();
@@ -262,9 +270,9 @@ fn fake_dead_reservation(w: &RingWriter, len: u32, write_word: bool) {
 #[test]
 fn torn_record_of_dead_writer_is_skipped_and_counted() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(7, &rec(0, 0, b"a")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 0, b"a")).unwrap();
     fake_dead_reservation(&w, 80, true);
-    w.write(7, &rec(0, 2, b"c")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 2, b"c")).unwrap();
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::InProgress);
     assert_eq!(got, vec![0]);
@@ -278,9 +286,9 @@ fn torn_record_of_dead_writer_is_skipped_and_counted() {
 #[test]
 fn writer_dead_before_announcing_is_resynced_and_counted() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(7, &rec(0, 0, b"a")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 0, b"a")).unwrap();
     fake_dead_reservation(&w, 80, false);
-    w.write(7, &rec(0, 2, b"c")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 2, b"c")).unwrap();
     r.set_writer_check(WriterCheck::Assume(false));
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::CaughtUp);
@@ -293,7 +301,7 @@ fn writer_dead_before_announcing_is_resynced_and_counted() {
 fn stalled_live_writer_is_skipped_after_timeout() {
     let (w, mut r) = new_ring(SMALL, false);
     fake_dead_reservation(&w, 80, true);
-    w.write(7, &rec(0, 1, b"b")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 1, b"b")).unwrap();
     r.set_stall_timeout(std::time::Duration::ZERO);
     let mut got = Vec::new();
     assert_eq!(r.drain(10, |x| got.push(x.span_id)), DrainEnd::InProgress); // starts the clock
@@ -305,8 +313,8 @@ fn stalled_live_writer_is_skipped_after_timeout() {
 #[test]
 fn corrupt_body_is_counted_not_delivered() {
     let (w, mut r) = new_ring(SMALL, false);
-    w.write(7, &rec(0, 0, b"a")).unwrap();
-    w.write(7, &rec(0, 1, b"b")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 0, b"a")).unwrap();
+    w.write(ClockSource::Realtime, &rec(0, 1, b"b")).unwrap();
     // Make the first record's key length overrun its record.
     let at = layout::HEADER_SIZE + layout::rec::LEN_NAME;
     let word = w.mem().word(at);
@@ -354,7 +362,9 @@ fn concurrent_writers_and_reader_lose_nothing_silently() {
             std::thread::spawn(move || {
                 let mut lost = 0u64;
                 for i in 0..per_thread {
-                    if w.write(7, &rec(t, i, &i.to_le_bytes())).is_err() {
+                    if w.write(ClockSource::Realtime, &rec(t, i, &i.to_le_bytes()))
+                        .is_err()
+                    {
                         lost += 1;
                     }
                 }
@@ -391,7 +401,7 @@ mod hostile {
         ) {
             let (w, mut r) = new_ring(SMALL, overwrite);
             for i in 0..records {
-                let _ = w.write(7, &rec(0, i as u64, b"payload"));
+                let _ = w.write(ClockSource::Realtime, &rec(0, i as u64, b"payload"));
             }
             for (word, value) in &pokes {
                 w.mem().word(word * 8).store(*value, Ordering::Relaxed);
@@ -403,7 +413,7 @@ mod hostile {
                 r.release();
             }
             // Writers keep working on a corrupted ring, too.
-            let _ = w.write(7, &rec(0, 0, b"after"));
+            let _ = w.write(ClockSource::Realtime, &rec(0, 0, b"after"));
             r.drain(100_000, |_| {});
         }
 
@@ -412,7 +422,7 @@ mod hostile {
         #[test]
         fn header_corruption_is_refused_or_survived(pokes in proptest::collection::vec((0usize..64, any::<u64>()), 1..16)) {
             let (w, _r) = new_ring(SMALL, false);
-            w.write(7, &rec(0, 1, b"x")).unwrap();
+            w.write(ClockSource::Realtime, &rec(0, 1, b"x")).unwrap();
             for (word, value) in &pokes {
                 w.mem().word(word * 8).store(*value, Ordering::Relaxed);
             }

@@ -107,10 +107,15 @@ impl RingWriter {
         &self.mem
     }
 
-    /// Writes one record stamped `timestamp` (the record's own timestamp
-    /// field is ignored). Never blocks, never allocates.
-    #[inline]
-    pub fn write(&self, timestamp: u64, r: &RecordIn<'_>) -> Result<(), WriteError> {
+    /// Writes one record; the clock is read right after the space is
+    /// reserved (so its latency overlaps with filling the record) and the
+    /// timestamp is handed back. Never blocks, never allocates.
+    #[inline(always)]
+    pub fn write(
+        &self,
+        clock: crate::clock::ClockSource,
+        r: &RecordIn<'_>,
+    ) -> Result<u64, WriteError> {
         let value_len = match r.value {
             Value::None => 0,
             Value::Str(s) => s.len(),
@@ -128,6 +133,7 @@ impl RingWriter {
         }
         let len = len as u32;
         let (pos, seq) = self.reserve(len)?;
+        let timestamp = crate::clock::now_raw(clock);
         // idx + len <= cap: reserve() padded to the start if the record did not fit.
         let slot = self.mem.slot(
             layout::HEADER_SIZE + (pos & self.mask) as usize,
@@ -179,7 +185,7 @@ impl RingWriter {
             commit_word(layout::STATE_COMMITTED, r.kind as u64, len, pos),
             Ordering::Release,
         );
-        Ok(())
+        Ok(timestamp)
     }
 
     /// Reserves `len` bytes; returns the record's free-running offset and sequence number.
