@@ -85,7 +85,7 @@ fn round_trips_every_kind() {
     let (w, mut r) = new_ring(SMALL, false);
     let base = rec(0, 1, b"");
     w.write(
-        7,
+        ClockSource::Realtime,
         &RecordIn {
             kind: Kind::Event,
             key: b"cs",
@@ -95,7 +95,7 @@ fn round_trips_every_kind() {
     )
     .unwrap();
     w.write(
-        7,
+        ClockSource::Realtime,
         &RecordIn {
             kind: Kind::String,
             key: b"k",
@@ -105,7 +105,7 @@ fn round_trips_every_kind() {
     )
     .unwrap();
     w.write(
-        7,
+        ClockSource::Realtime,
         &RecordIn {
             kind: Kind::Integer,
             key: b"n",
