@@ -172,7 +172,7 @@ fn wraps_around_many_times_in_order() {
         // Variable sizes so padding lands at different places on each lap.
         let len = (next as usize * 37) % 300;
         match w.write(ClockSource::Realtime, &rec(0, next, &payload[..len])) {
-            Ok(()) => next += 1,
+            Ok(_) => next += 1,
             Err(WriteError::Full) => seen.extend(drain_all(&mut r)),
             Err(e) => panic!("{e}"),
         }
@@ -221,7 +221,7 @@ fn too_big_records_are_dropped_and_counted() {
     let long_key = vec![b'k'; 256];
     assert_eq!(
         w.write(
-            7,
+            ClockSource::Realtime,
             &RecordIn {
                 key: &long_key,
                 ..rec(0, 0, b"")
