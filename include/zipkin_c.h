@@ -26,29 +26,23 @@
  * the same way.) */
 #define BLKIN_TIMESTAMP(trace, endp, event)                                  \
 	do {                                                                 \
-		struct blkin_annotation blkin_annot_;                        \
 		if (blkin_not_traced_(trace))                                \
 			break;                                               \
-		blkin_init_timestamp_annotation(&blkin_annot_, event, endp); \
-		blkin_record(trace, &blkin_annot_);                          \
+		blkin_record_event(trace, endp, event);                      \
 	} while (0);
 
 #define BLKIN_KEYVAL_STRING(trace, endp, key, val)                           \
 	do {                                                                 \
-		struct blkin_annotation blkin_annot_;                        \
 		if (blkin_not_traced_(trace))                                \
 			break;                                               \
-		blkin_init_string_annotation(&blkin_annot_, key, val, endp); \
-		blkin_record(trace, &blkin_annot_);                          \
+		blkin_record_string(trace, endp, key, val);                  \
 	} while (0);
 
 #define BLKIN_KEYVAL_INTEGER(trace, endp, key, val)                           \
 	do {                                                                  \
-		struct blkin_annotation blkin_annot_;                         \
 		if (blkin_not_traced_(trace))                                 \
 			break;                                                \
-		blkin_init_integer_annotation(&blkin_annot_, key, val, endp); \
-		blkin_record(trace, &blkin_annot_);                           \
+		blkin_record_integer(trace, endp, key, val);                  \
 	} while (0);
 
 #ifdef __cplusplus
@@ -192,6 +186,17 @@ int blkin_unpack_trace_info(const struct blkin_trace_info_packed *pinfo,
 /* Like blkin_init_new_trace, but always sampled. */
 int blkin_init_new_trace_forced(struct blkin_trace *new_trace, const char *name,
 				const struct blkin_endpoint *endpoint);
+
+/* What the BLKIN_* macros call: blkin_init_*_annotation + blkin_record in
+ * one call, with the same checks and results. */
+int blkin_record_event(const struct blkin_trace *trace,
+		       const struct blkin_endpoint *endpoint, const char *event);
+int blkin_record_string(const struct blkin_trace *trace,
+			const struct blkin_endpoint *endpoint, const char *key,
+			const char *val);
+int blkin_record_integer(const struct blkin_trace *trace,
+			 const struct blkin_endpoint *endpoint, const char *key,
+			 int64_t val);
 
 /* Records dropped because this process had no rings. */
 uint64_t blkin_dropped_no_ring(void);

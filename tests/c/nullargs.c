@@ -80,6 +80,18 @@ int main(void)
 	a.type = (blkin_annotation_type)42;
 	EXPECT_EINVAL(blkin_record(&t, &a));
 
+	/* The fused entry points the BLKIN_* macros use. */
+	EXPECT_EINVAL(blkin_record_event(NULL, &ep, "e"));
+	EXPECT_EINVAL(blkin_record_event(&t, &ep, NULL));
+	EXPECT_EINVAL(blkin_record_event(&no_ep, NULL, "e"));
+	EXPECT_EINVAL(blkin_record_event(&t, &noname, "e"));
+	EXPECT_EINVAL(blkin_record_string(&t, &ep, NULL, "v"));
+	EXPECT_EINVAL(blkin_record_string(&t, &ep, "k", NULL));
+	EXPECT_EINVAL(blkin_record_string(NULL, &ep, "k", "v"));
+	EXPECT_EINVAL(blkin_record_integer(&t, &ep, NULL, 1));
+	EXPECT_EINVAL(blkin_record_integer(&no_name, &ep, "k", 1));
+	BLKIN_TIMESTAMP(&t, &ep, NULL); /* the macro form must not crash either */
+
 	/* Valid calls still work afterwards; an untraced trace records nothing. */
 	blkin_init_timestamp_annotation(&a, "ok", &ep);
 	if (blkin_record(&t, &a) != 0) {

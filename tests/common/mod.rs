@@ -28,10 +28,9 @@ pub fn lib_dir(tmp: &Path) -> PathBuf {
     };
     let dir = tmp.join("lib");
     std::fs::create_dir_all(&dir).unwrap();
-    let so = find("libblkin.so");
-    for link in ["libblkin.so", "libblkin.so.0"] {
-        std::os::unix::fs::symlink(&so, dir.join(link)).unwrap();
-    }
+    // Copies, not links: a concurrent cargo build may replace the originals.
+    std::fs::copy(find("libblkin.so"), dir.join("libblkin.so")).unwrap();
+    std::os::unix::fs::symlink("libblkin.so", dir.join("libblkin.so.0")).unwrap();
     std::fs::copy(find("libblkin.a"), dir.join("libblkin.a")).unwrap();
     dir
 }
@@ -60,7 +59,10 @@ pub fn compile(tmp: &Path, libs: &Path, src: &str, out: &str, static_link: bool)
     } else {
         cmd.arg(format!("-L{}", libs.display()))
             .arg("-lblkin")
-            .arg(format!("-Wl,-rpath,{}", libs.display()));
+            .arg(format!("-Wl,-rpath,{}", libs.display()))
+            // DT_RPATH, not DT_RUNPATH: cargo sets LD_LIBRARY_PATH for tests,
+            // which must not pick a stale libblkin from elsewhere.
+            .arg("-Wl,--disable-new-dtags");
     }
     let status = cmd.status().expect("C compiler available");
     assert!(status.success(), "compiling {src} failed");

@@ -348,49 +348,110 @@ unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
 /// Records an annotation of `trace`. The annotation's own endpoint wins over
 /// the trace's. Returns 0 when recorded or when the trace is not sampled,
 /// -EINVAL on bad arguments, -ENOBUFS when the ring was full, -EMSGSIZE when
-/// the record exceeds the maximum record size, -EIO when the ring is corrupt, -ENODEV when this process has
-/// no rings (drops of all three kinds are counted).
+/// the record exceeds the maximum record size, -EIO when the ring is corrupt,
+/// -ENODEV when this process has no rings (drops of all kinds are counted).
 #[no_mangle]
 pub unsafe extern "C" fn blkin_record(
     trace: *const blkin_trace,
     annotation: *const blkin_annotation,
 ) -> c_int {
-    // SAFETY: NULL checked; otherwise caller-provided structs.
-    let (Some(t), Some(a)) = (unsafe { trace.as_ref() }, unsafe { annotation.as_ref() }) else {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(a) = (unsafe { annotation.as_ref() }) else {
+        return EINVAL;
+    };
+    // SAFETY: reading the union member the type says is active.
+    let (kind, key, value) = unsafe {
+        match a.type_ {
+            ANNOT_STRING => (Kind::String, a.key, RawValue::Str(a.value.val_str)),
+            ANNOT_INTEGER => (Kind::Integer, a.key, RawValue::Int(a.value.val_int)),
+            ANNOT_TIMESTAMP => (Kind::Event, a.value.val_str, RawValue::None),
+            _ => return EINVAL,
+        }
+    };
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { record_raw(trace, a.endpoint, kind, key, value) }
+}
+
+/// `BLKIN_TIMESTAMP` in one call (what the macro uses): same checks and
+/// result as `blkin_init_timestamp_annotation` + `blkin_record`.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_record_event(
+    trace: *const blkin_trace,
+    endpoint: *const blkin_endpoint,
+    event: *const c_char,
+) -> c_int {
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { record_raw(trace, endpoint, Kind::Event, event, RawValue::None) }
+}
+
+/// `BLKIN_KEYVAL_STRING` in one call.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_record_string(
+    trace: *const blkin_trace,
+    endpoint: *const blkin_endpoint,
+    key: *const c_char,
+    val: *const c_char,
+) -> c_int {
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { record_raw(trace, endpoint, Kind::String, key, RawValue::Str(val)) }
+}
+
+/// `BLKIN_KEYVAL_INTEGER` in one call.
+#[no_mangle]
+pub unsafe extern "C" fn blkin_record_integer(
+    trace: *const blkin_trace,
+    endpoint: *const blkin_endpoint,
+    key: *const c_char,
+    val: i64,
+) -> c_int {
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { record_raw(trace, endpoint, Kind::Integer, key, RawValue::Int(val)) }
+}
+
+/// A value as it arrives from C.
+#[derive(Clone, Copy)]
+enum RawValue {
+    None,
+    Str(*const c_char),
+    Int(i64),
+}
+
+/// The shared record path of every C entry point: NULL checks, endpoint
+/// choice (the annotation's wins), then one ring write.
+#[inline(always)]
+unsafe fn record_raw(
+    trace: *const blkin_trace,
+    endpoint: *const blkin_endpoint,
+    kind: Kind,
+    key: *const c_char,
+    value: RawValue,
+) -> c_int {
+    // SAFETY: NULL checked; otherwise a caller-provided struct.
+    let Some(t) = (unsafe { trace.as_ref() }) else {
         return EINVAL;
     };
     if t.info.trace_id == 0 {
         return 0; // not sampled: the one branch an unsampled trace costs
     }
-    let ep = if a.endpoint.is_null() {
+    let ep = if endpoint.is_null() {
         t.endpoint
     } else {
-        a.endpoint
+        endpoint
     };
     // SAFETY: NULL checked; otherwise a caller-provided struct.
     let Some(ep) = (unsafe { ep.as_ref() }) else {
         return EINVAL;
     };
-    if t.name.is_null() || ep.ip.is_null() || ep.name.is_null() {
+    let value = match value {
+        RawValue::Str(p) if p.is_null() => return EINVAL,
+        // SAFETY: non-NULL, NUL-terminated per the C contract.
+        RawValue::Str(p) => Value::Str(unsafe { bytes(p) }),
+        RawValue::Int(i) => Value::Int(i),
+        RawValue::None => Value::None,
+    };
+    if t.name.is_null() || ep.ip.is_null() || ep.name.is_null() || key.is_null() {
         return EINVAL;
     }
-    // SAFETY: reading the union member the type says is active; pointers NULL-checked.
-    let (kind, key, value) = unsafe {
-        match a.type_ {
-            ANNOT_STRING if !a.key.is_null() && !a.value.val_str.is_null() => (
-                Kind::String,
-                bytes(a.key),
-                Value::Str(bytes(a.value.val_str)),
-            ),
-            ANNOT_INTEGER if !a.key.is_null() => {
-                (Kind::Integer, bytes(a.key), Value::Int(a.value.val_int))
-            }
-            ANNOT_TIMESTAMP if !a.value.val_str.is_null() => {
-                (Kind::Event, bytes(a.value.val_str), Value::None)
-            }
-            _ => return EINVAL,
-        }
-    };
     let r = RecordIn {
         trace_id: t.info.trace_id as u64,
         span_id: t.info.span_id as u64,
@@ -398,13 +459,14 @@ pub unsafe extern "C" fn blkin_record(
         port: ep.port as u16,
         flags: 0,
         kind,
-        // SAFETY: NULL-checked above.
+        // SAFETY: all four NULL-checked above.
         service: unsafe { bytes(ep.name) },
-        // SAFETY: NULL-checked above.
+        // SAFETY: as above.
         name: unsafe { bytes(t.name) },
-        // SAFETY: NULL-checked above.
+        // SAFETY: as above.
         ip: unsafe { bytes(ep.ip) },
-        key,
+        // SAFETY: as above.
+        key: unsafe { bytes(key) },
         value,
     };
     match recorder::record(&r) {
