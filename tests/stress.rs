@@ -3,7 +3,8 @@
 //! ring concurrently through the `blkkin` reader API, the way a collector
 //! would. Checks exactly-once delivery and that every record is accounted
 //! for: read, or dropped and counted by the writer, or (for writers killed
-//! mid-record) counted as torn by the reader, without the reader stalling.
+//! mid-record) counted by the reader as torn or missing, without the reader
+//! stalling.
 
 mod common;
 

@@ -75,7 +75,10 @@ const FAILED: u8 = 3;
 
 static RINGS: AtomicPtr<ProcessRings> = AtomicPtr::new(std::ptr::null_mut());
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// Drops because the process had no rings (cumulative, for `stats()`).
 static LOST_NO_RING: AtomicU64 = AtomicU64::new(0);
+/// The part of LOST_NO_RING not yet added to a ring header.
+static PENDING_NO_RING: AtomicU64 = AtomicU64::new(0);
 static CONFIG: OnceLock<Config> = OnceLock::new();
 static ATFORK: std::sync::Once = std::sync::Once::new();
 
@@ -131,9 +134,9 @@ pub fn init() -> Result<&'static ProcessRings, InitError> {
                 leaked as *const ProcessRings as *mut ProcessRings,
                 Ordering::Release,
             );
-            STATE.store(READY, Ordering::Release);
+            STATE.store(READY, Ordering::SeqCst);
             // Drops while the rings did not exist yet become visible to readers.
-            leaked.rings[0].add_lost_no_ring(LOST_NO_RING.load(Ordering::Relaxed));
+            leaked.rings[0].add_lost_no_ring(PENDING_NO_RING.swap(0, Ordering::SeqCst));
             Ok(leaked)
         }
         Err(source) => {
@@ -289,6 +292,15 @@ fn record_first(r: &RecordIn<'_>) -> Result<(), RecordError> {
         Ok(rings) => Ok(rings.write(r)?),
         Err(_) => {
             LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
+            PENDING_NO_RING.fetch_add(1, Ordering::SeqCst);
+            // If the rings became ready meanwhile, the thread that made them
+            // may have flushed the pending count before our increment:
+            // flush it ourselves. Either way each drop reaches a header once.
+            if STATE.load(Ordering::SeqCst) == READY {
+                if let Some(rings) = rings() {
+                    rings.rings[0].add_lost_no_ring(PENDING_NO_RING.swap(0, Ordering::SeqCst));
+                }
+            }
             Err(RecordError::NoRing)
         }
     }

@@ -131,6 +131,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // see scripts/test.sh: Miri runs the ring protocol tests
     fn refuses_group_writable_dir() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();

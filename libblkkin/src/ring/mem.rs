@@ -256,6 +256,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // see scripts/test.sh: Miri runs the ring protocol tests
     fn slot_put_copies_every_length_exactly() {
         let m = RingMem::heap(256);
         for n in 0..40usize {
