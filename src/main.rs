@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         consume: bool,
     },
+    /// Remove the ring files of processes that have exited.
+    ///
+    /// A running consumer daemon does this by itself after draining; without
+    /// one, rings of exited processes stay in the ring directory (in RAM
+    /// under /dev/shm). Records still unread in them are discarded and
+    /// reported.
+    Clean {
+        /// Ring directory [default: $BLKIN_SHM_DIR or /dev/shm/blkin-<uid>]
+        #[arg(long, short = 'd', value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn ring_dir(dir: Option<PathBuf>) -> PathBuf {
@@ -137,10 +151,25 @@ fn dump(dir: Option<PathBuf>, json: bool, consume: bool) -> anyhow::Result<ExitC
     })
 }
 
+fn clean(dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let dir = ring_dir(dir);
+    let s = blkkin::dump::clean_dir(&dir, dry_run)
+        .with_context(|| format!("cleaning {}", dir.display()))?;
+    println!(
+        "{} {} ring files of exited processes ({} unread records discarded); kept {}",
+        if dry_run { "would remove" } else { "removed" },
+        s.removed,
+        s.unread_records,
+        s.kept
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dump { dir, json, consume } => dump(dir, json, consume),
+        Command::Clean { dir, dry_run } => clean(dir, dry_run),
     };
     match result {
         Ok(code) => code,

@@ -85,3 +85,40 @@ pub fn dump_ring(
         unfinished_rings: (reader.backlog_bytes() > 0) as u64,
     })
 }
+
+/// What `clean` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CleanSummary {
+    /// Ring files removed (their writer had exited).
+    pub removed: u64,
+    /// Records still unread in the removed rings (discarded).
+    pub unread_records: u64,
+    /// Ring files kept (writer alive, or unreadable).
+    pub kept: u64,
+}
+
+/// Removes the ring files of exited writers in `dir` (all of a process's
+/// rings go together). With `dry_run`, only reports.
+pub fn clean_dir(dir: &Path, dry_run: bool) -> std::io::Result<CleanSummary> {
+    let mut s = CleanSummary::default();
+    for path in list_rings(dir)? {
+        let Ok(mut reader) = RingReader::open(&path, ReadMode::Peek) else {
+            s.kept += 1;
+            continue;
+        };
+        if reader.writer_alive() {
+            s.kept += 1;
+            continue;
+        }
+        let max = (reader.info().data_size as usize / crate::ring::layout::record_len(0)) + 1;
+        let mut unread = 0u64;
+        reader.drain(max, |_| unread += 1);
+        drop(reader);
+        if !dry_run {
+            std::fs::remove_file(&path)?;
+        }
+        s.removed += 1;
+        s.unread_records += unread;
+    }
+    Ok(s)
+}

@@ -61,7 +61,9 @@ impl RingMem {
 
     /// Zeroed private memory of `len` bytes (rounded down to 8).
     pub fn heap(len: usize) -> RingMem {
-        let words: std::sync::Arc<[AtomicU64]> = (0..len / 8).map(|_| AtomicU64::new(0)).collect();
+        // SAFETY: all-zero bytes are a valid AtomicU64 (same layout as u64).
+        let words: std::sync::Arc<[AtomicU64]> =
+            unsafe { std::sync::Arc::<[AtomicU64]>::new_zeroed_slice(len / 8).assume_init() };
         let base = NonNull::new(words.as_ptr() as *mut u8).unwrap_or(NonNull::dangling());
         RingMem {
             base,
