@@ -172,9 +172,10 @@ fn every_function_rejects_null_and_invalid_arguments() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), "0 failures");
-    // Only the one valid record landed.
-    let (annotations, _) = common::dump_json(&tmp.path().join("rings"));
+    // Only the one valid record landed; the two oversized ones are counted.
+    let (annotations, summary) = common::dump_json(&tmp.path().join("rings"));
     assert_eq!(annotations.len(), 1);
+    assert_eq!(summary["lost"], 2);
     assert_eq!(annotations[0]["value"], "ok");
 }
 

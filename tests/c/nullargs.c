@@ -92,6 +92,16 @@ int main(void)
 	EXPECT_EINVAL(blkin_record_integer(&no_name, &ep, "k", 1));
 	BLKIN_TIMESTAMP(&t, &ep, NULL); /* the macro form must not crash either */
 
+	/* Oversized strings are dropped with -EMSGSIZE (and counted), not cut. */
+	static char long_key[301], long_val[5001];
+	memset(long_key, 'k', 300);
+	memset(long_val, 'v', 5000);
+	if (blkin_record_string(&t, &ep, long_key, "v") != -EMSGSIZE ||
+	    blkin_record_string(&t, &ep, "k", long_val) != -EMSGSIZE) {
+		fprintf(stderr, "FAIL oversized strings not rejected with -EMSGSIZE\n");
+		failures++;
+	}
+
 	/* Valid calls still work afterwards; an untraced trace records nothing. */
 	blkin_init_timestamp_annotation(&a, "ok", &ep);
 	if (blkin_record(&t, &a) != 0) {
