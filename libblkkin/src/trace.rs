@@ -115,7 +115,7 @@ impl TraceContext {
     }
 
     /// A child span's context: same trace, new span id, this span as parent.
-    #[inline]
+    #[inline(always)]
     pub fn new_child(&self) -> TraceContext {
         if !self.is_sampled() {
             return TraceContext::UNSAMPLED;
@@ -209,7 +209,7 @@ impl<'a> Span<'a> {
     }
 
     /// Starts a child of this span, at the same endpoint.
-    #[inline]
+    #[inline(always)]
     pub fn child(&self, name: &'a str) -> Span<'a> {
         Span::started(self.ctx.new_child(), name, self.endpoint)
     }

@@ -164,7 +164,7 @@ fn round_trips_every_kind() {
 #[test]
 fn wraps_around_many_times_in_order() {
     let (w, mut r) = new_ring(SMALL, false);
-    let n = if cfg!(miri) { 3000 } else { 50_000 };
+    let n = if cfg!(miri) { 1000 } else { 50_000 };
     let payload = vec![b'x'; 300];
     let mut next = 0u64;
     let mut seen = Vec::new();
