@@ -435,3 +435,67 @@ mod hostile {
         }
     }
 }
+
+/// The same hostility, through real files and mappings (not under Miri,
+/// which has no mmap).
+#[cfg(not(miri))]
+mod hostile_files {
+    use super::*;
+    use crate::ring::file::create_ring;
+    use proptest::prelude::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn drain_both_ways(path: &std::path::Path) {
+        for mode in [ReadMode::Peek, ReadMode::Consume] {
+            if let Ok(mut r) = RingReader::open(path, mode) {
+                r.set_writer_check(WriterCheck::Assume(false));
+                r.drain(1_000_000, |x| {
+                    let _ = (x.key, x.value, x.service);
+                });
+                r.release();
+                let _ = (r.writer_counters(), r.stats(), r.calibration());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_file_contents(bytes in proptest::collection::vec(any::<u8>(), 0..(layout::HEADER_SIZE + 2 * SMALL as usize))) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("1-1.cpu0.ring");
+            std::fs::write(&path, &bytes).unwrap();
+            drain_both_ways(&path);
+        }
+
+        #[test]
+        fn valid_ring_file_with_arbitrary_pokes(
+            records in 0u64..500,
+            pokes in proptest::collection::vec((0u64..(layout::HEADER_SIZE as u64 + SMALL as u64), any::<[u8; 8]>()), 1..40),
+            truncate_to in proptest::option::of(0u64..(layout::HEADER_SIZE as u64 + SMALL as u64)),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("1-1.cpu0.ring");
+            let info = RingInfo {
+                pid: 1, uid: 0, start_time: 1, cpu: 0, flags: 0, data_size: SMALL,
+                max_record: 4096, created_ns: 0, boot_id: [0; 16],
+            };
+            let geo = RingGeometry { data_size: SMALL, max_record: 4096, overwrite: false };
+            let w = create_ring(&path, &HeaderInit { info, calibration: Calibration::IDENTITY }, geo).unwrap();
+            for i in 0..records {
+                let _ = w.write(ClockSource::Realtime, &rec(0, i, b"value"));
+            }
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            for (at, bytes) in &pokes {
+                f.seek(SeekFrom::Start(*at)).unwrap();
+                f.write_all(bytes).unwrap();
+            }
+            if let Some(len) = truncate_to {
+                f.set_len(len).unwrap(); // a ring file cut short under the reader
+            }
+            drop(w);
+            drain_both_ways(&path);
+        }
+    }
+}
