@@ -35,17 +35,7 @@ fn run_pingpong(static_link: bool) {
     let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", static_link);
     let rings = tmp.path().join("rings");
     let n = 25;
-    let out = Command::new(&exe)
-        .arg(n.to_string())
-        .env("BLKIN_SHM_DIR", &rings)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = common::run_traced(&exe, &[&n.to_string()], &rings, &[]);
     let requests: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(requests.len(), n);
 
@@ -126,16 +116,7 @@ fn ztracer_cpp_wrapper_records_spans() {
     let libs = common::lib_dir(tmp.path());
     let exe = common::compile(tmp.path(), &libs, "ztracer_demo.cpp", "ztdemo", false);
     let rings = tmp.path().join("rings");
-    let out = Command::new(&exe)
-        .env("BLKIN_SHM_DIR", &rings)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = common::run_traced(&exe, &[], &rings, &[]);
     let ids: Vec<&str> = stdout.split_whitespace().collect();
     let (trace, root, child) = (ids[0], ids[1], ids[2]);
     let (annotations, summary) = common::dump_json(&rings);
@@ -185,19 +166,46 @@ fn sampling_rate_from_env_is_honoured() {
     let libs = common::lib_dir(tmp.path());
     let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
     let rings = tmp.path().join("rings");
-    let out = Command::new(&exe)
-        .arg("200")
-        .env("BLKIN_SHM_DIR", &rings)
-        .env("RATE", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let stdout = common::run_traced(&exe, &["200"], &rings, &[("RATE", "0")]);
     // RATE=0 samples nothing: every root gets trace id 0, children inherit it.
-    assert!(String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .all(|l| l.starts_with("0000000000000000 ")));
+    assert!(stdout.lines().all(|l| l.starts_with("0000000000000000 ")));
     let (annotations, summary) = common::dump_json(&rings);
     assert!(annotations.is_empty());
     assert_eq!(summary["lost"], 0);
+}
+
+#[test]
+fn one_in_n_sampling_records_only_sampled_traces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let libs = common::lib_dir(tmp.path());
+    let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
+    let rings = tmp.path().join("rings");
+    // BLKIN_RATE wins over RATE.
+    let stdout = common::run_traced(
+        &exe,
+        &["400"],
+        &rings,
+        &[("BLKIN_RATE", "4"), ("RATE", "1")],
+    );
+    let sampled: Vec<&str> = stdout
+        .lines()
+        .map(|l| &l[..16])
+        .filter(|t| *t != "0000000000000000")
+        .collect();
+    assert!(
+        (50..=160).contains(&sampled.len()),
+        "{} of 400 sampled at 1 in 4",
+        sampled.len()
+    );
+    let (annotations, _) = common::dump_json(&rings);
+    assert_eq!(
+        annotations.len(),
+        sampled.len() * 6,
+        "sampled traces are complete, others absent"
+    );
+    let traces: std::collections::HashSet<&str> = annotations
+        .iter()
+        .map(|a| a["traceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(traces, sampled.into_iter().collect());
 }

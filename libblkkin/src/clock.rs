@@ -66,26 +66,7 @@ pub fn getcpu() -> u32 {
 /// Reads (timestamp, cpu).
 #[inline(always)]
 pub fn now_and_cpu(src: ClockSource) -> (u64, u32) {
-    match src {
-        #[cfg(target_arch = "x86_64")]
-        ClockSource::TscRdpid => {
-            let aux: u64;
-            // SAFETY: only selected after `detect` confirmed RDPID support;
-            // the instruction only writes the named register.
-            unsafe {
-                core::arch::asm!("rdpid {}", out(reg) aux, options(nomem, nostack, preserves_flags))
-            };
-            // SAFETY: RDTSC exists on every x86_64 CPU.
-            (
-                unsafe { core::arch::x86_64::_rdtsc() },
-                (aux & 0xfff) as u32,
-            )
-        }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: RDTSC exists on every x86_64 CPU.
-        ClockSource::TscGetcpu => (unsafe { core::arch::x86_64::_rdtsc() }, getcpu()),
-        _ => (realtime_ns(), getcpu()),
-    }
+    (now_raw(src), cpu(src))
 }
 
 /// Reads only the CPU number.

@@ -90,3 +90,21 @@ pub fn dump_json(ring_dir: &Path) -> (Vec<Value>, Value) {
     assert!(summary.is_object(), "last line is the summary");
     (lines, summary)
 }
+
+/// Runs a traced program with its rings in `rings`; asserts success and
+/// returns its stdout.
+pub fn run_traced(exe: &Path, args: &[&str], rings: &Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .env("BLKIN_SHM_DIR", rings)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -155,14 +155,8 @@ pub unsafe extern "C" fn blkin_init_new_trace(
     name: *const c_char,
     endpoint: *const blkin_endpoint,
 ) -> c_int {
-    // SAFETY: NULL checked; otherwise a caller-provided struct.
-    let Some(t) = (unsafe { new_trace.as_mut() }) else {
-        return EINVAL;
-    };
-    t.name = name;
-    t.info = new_root_info(false);
-    t.endpoint = endpoint;
-    0
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { init_root(new_trace, name, endpoint, false) }
 }
 
 /// Like `blkin_init_new_trace`, but always sampled (bypasses `BLKIN_RATE` etc.).
@@ -172,12 +166,22 @@ pub unsafe extern "C" fn blkin_init_new_trace_forced(
     name: *const c_char,
     endpoint: *const blkin_endpoint,
 ) -> c_int {
+    // SAFETY: forwarding the caller's pointers, checked there.
+    unsafe { init_root(new_trace, name, endpoint, true) }
+}
+
+unsafe fn init_root(
+    new_trace: *mut blkin_trace,
+    name: *const c_char,
+    endpoint: *const blkin_endpoint,
+    forced: bool,
+) -> c_int {
     // SAFETY: NULL checked; otherwise a caller-provided struct.
     let Some(t) = (unsafe { new_trace.as_mut() }) else {
         return EINVAL;
     };
     t.name = name;
-    t.info = new_root_info(true);
+    t.info = new_root_info(forced);
     t.endpoint = endpoint;
     0
 }
