@@ -57,6 +57,36 @@ fn dump_reports_garbage_ring_files_and_keeps_going() {
 }
 
 #[test]
+fn a_fifo_named_like_a_ring_does_not_hang_dump_or_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("1-1.cpu0.ring");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for args in [["dump", "--dir"], ["clean", "--dir"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+            .args(args)
+            .arg(tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                child.kill().unwrap();
+                panic!("blkkin {} hangs on a FIFO", args[0]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.code().is_some(), "{args:?} exited by a signal");
+    }
+}
+
+#[test]
 fn clean_removes_only_rings_of_exited_processes() {
     let tmp = tempfile::tempdir().unwrap();
     let rings = tmp.path().join("rings");

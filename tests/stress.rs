@@ -263,6 +263,7 @@ impl Consumer {
                         caught_up = false;
                         break;
                     }
+                    DrainEnd::Truncated => panic!("a ring file was truncated under the reader"),
                 }
             }
         }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::annotation::Annotation;
 use crate::ring::file::list_rings;
-use crate::ring::reader::{OpenError, ReadMode, RingReader};
+use crate::ring::reader::{DrainEnd, OpenError, ReadMode, RingReader};
 
 /// Totals over all rings of a dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -69,10 +69,16 @@ pub fn dump_ring(
     let mut count = 0u64;
     // Bounded: at most one full ring of records, each at least 56 bytes.
     let max = (info.data_size as usize / crate::ring::layout::record_len(0)) + 1;
-    reader.drain(max, |r| {
+    let end = reader.drain(max, |r| {
         count += 1;
         each(&Annotation::from_record(r, &info, calibration.as_ref()));
     });
+    if end == DrainEnd::Truncated {
+        return Err(OpenError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other("ring file is shorter than its header says (truncated)"),
+        });
+    }
     reader.release();
     let st = reader.stats();
     let w = reader.writer_counters();
@@ -112,7 +118,10 @@ pub fn clean_dir(dir: &Path, dry_run: bool) -> std::io::Result<CleanSummary> {
         }
         let max = (reader.info().data_size as usize / crate::ring::layout::record_len(0)) + 1;
         let mut unread = 0u64;
-        reader.drain(max, |_| unread += 1);
+        if reader.drain(max, |_| unread += 1) == DrainEnd::Truncated {
+            s.kept += 1;
+            continue;
+        }
         drop(reader);
         if !dry_run {
             std::fs::remove_file(&path)?;

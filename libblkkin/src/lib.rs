@@ -22,6 +22,7 @@ pub mod process;
 pub mod propagation;
 pub mod recorder;
 pub mod ring;
+pub mod ringset;
 pub mod sampling;
 pub mod trace;
 

@@ -11,6 +11,7 @@
 //! safely handed on (two-phase: drain, then release).
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
@@ -103,6 +104,10 @@ pub enum DrainEnd {
     InProgress,
     /// The `max` records asked for were delivered.
     Limit,
+    /// The ring file is shorter than when it was mapped (someone truncated
+    /// it): nothing more is read from it, since touching the missing pages
+    /// would fault. Only the writer's own user can do this.
+    Truncated,
 }
 
 /// Whether the ring's writer still runs.
@@ -146,9 +151,12 @@ impl RingReader {
             path: path.to_owned(),
             source,
         };
+        // O_NONBLOCK: a FIFO named like a ring must not block the open (it is
+        // rejected just below); it has no effect on regular files.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(mode == ReadMode::Consume)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
@@ -277,6 +285,18 @@ impl RingReader {
         }
     }
 
+    /// True when the ring file is now shorter than the mapping (someone
+    /// truncated it): touching the missing pages would fault, so callers
+    /// must stop using the ring. One `fstat`; this narrows the hazard to a
+    /// truncation racing with the very next access (only the writer's own
+    /// user can truncate the file).
+    pub fn truncated(&self) -> bool {
+        match &self._file {
+            Some(file) => !matches!(file.metadata(), Ok(m) if m.len() >= self.mem.len() as u64),
+            None => false,
+        }
+    }
+
     /// Bytes committed or in flight that this reader has not passed yet.
     pub fn backlog_bytes(&self) -> u32 {
         let (_, head) = split_head(self.mem.word(off::HEAD).load(Ordering::Acquire));
@@ -295,6 +315,9 @@ impl RingReader {
 
     /// Delivers up to `max` records to `f`, in ring order.
     pub fn drain<F: FnMut(&Record<'_>)>(&mut self, max: usize, mut f: F) -> DrainEnd {
+        if self.truncated() {
+            return DrainEnd::Truncated;
+        }
         let mut delivered = 0;
         loop {
             if delivered >= max {

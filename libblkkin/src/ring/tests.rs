@@ -458,6 +458,53 @@ mod hostile_files {
         }
     }
 
+    #[test]
+    fn truncation_under_an_open_reader_is_detected_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1-1.cpu0.ring");
+        let info = RingInfo {
+            pid: 1,
+            uid: 0,
+            start_time: 1,
+            cpu: 0,
+            flags: 0,
+            data_size: SMALL,
+            max_record: 4096,
+            created_ns: 0,
+            boot_id: [0; 16],
+        };
+        let geo = RingGeometry {
+            data_size: SMALL,
+            max_record: 4096,
+            overwrite: false,
+        };
+        let w = create_ring(
+            &path,
+            &HeaderInit {
+                info,
+                calibration: Calibration::IDENTITY,
+            },
+            geo,
+        )
+        .unwrap();
+        for i in 0..100 {
+            w.write(ClockSource::Realtime, &rec(0, i, b"v")).unwrap();
+        }
+        let mut r = RingReader::open(&path, ReadMode::Consume).unwrap();
+        assert!(!r.truncated());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert!(r.truncated());
+        let mut n = 0;
+        assert_eq!(r.drain(1000, |_| n += 1), DrainEnd::Truncated);
+        assert_eq!(n, 0);
+        drop(w);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
