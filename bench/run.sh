@@ -4,11 +4,12 @@
 #   * blkkin through the C ABI (bench/c/bench_blkin.c, -lblkin)
 #   * the original BlkKin path: LTTng-UST tracepoints with a live session
 #     (bench/lttng/run.sh; installs lttng-tools/liblttng-ust-dev if needed)
-#   * blkkin's Rust API and fastrace (cargo bench -p blkkin --bench record)
+#   * blkkin's Rust API and fastrace (libblkkin/examples/bench_rust.rs)
 #   * bytes per record
-# The C and LTTng harnesses alternate (3 + 2 runs) so a slow phase of a noisy
-# VM hits both; each reports medians over many rounds, and the table shows
-# the median of the runs. Raw results go to bench/out/.
+# All harnesses use one method (spin to warm the vCPU, interleaved rounds,
+# median per run) and alternate (C, Rust, LTTng, C, Rust, LTTng, C, Rust) so a
+# slow phase of a noisy VM hits all of them; the table shows the median of
+# the runs. Raw results go to bench/out/.
 #
 # usage: bash bench/run.sh        (about 2-3 minutes)
 set -euo pipefail
@@ -42,27 +43,23 @@ run_lttng() {
 	log "LTTng-UST run $1"
 	bash "$ROOT/bench/lttng/run.sh" | sed "s/}\$/,\"run\":$1}/" >>"$OUT/results.jsonl"
 }
+cargo build --release -q -p blkkin --example bench_rust --manifest-path "$ROOT/Cargo.toml"
+run_rust() {
+	local dir
+	dir="$(mktemp -d "$TMP/rings.XXXX")"
+	log "blkkin Rust API + fastrace run $1"
+	BLKIN_SHM_DIR="$dir" BLKIN_RING_MODE=overwrite "$TARGET/release/examples/bench_rust" |
+		sed "s/}\$/,\"run\":$1}/" >>"$OUT/results.jsonl"
+	rm -rf "$dir"
+}
 run_blkin 1
+run_rust 1
 run_lttng 1
 run_blkin 2
+run_rust 2
 run_lttng 2
 run_blkin 3
-
-log "Rust API and fastrace (criterion)"
-RINGS="$(mktemp -d "$TMP/rings.XXXX")"
-BLKIN_SHM_DIR="$RINGS" BLKIN_RING_MODE=overwrite \
-	cargo bench -q -p blkkin --bench record --manifest-path "$ROOT/Cargo.toml" -- --noplot >"$OUT/criterion.txt" 2>&1 ||
-	{ cat "$OUT/criterion.txt" >&2; exit 1; }
-python3 - "$TARGET/criterion" >>"$OUT/results.jsonl" <<'PY'
-import json, os, sys
-base = sys.argv[1]
-for group in ("rust", "fastrace"):
-    for name in sorted(os.listdir(os.path.join(base, group))):
-        est = os.path.join(base, group, name, "new", "estimates.json")
-        if os.path.exists(est):
-            med = json.load(open(est))["median"]["point_estimate"]
-            print(json.dumps({"bench": f"{group}_{name}", "median_ns": round(med, 2)}))
-PY
+run_rust 3
 
 log "record sizes"
 SIZES="$(mktemp -d "$TMP/rings.XXXX")"

@@ -379,6 +379,9 @@ int main(int argc, char **argv)
 	if (!mode || n_calls <= 0 || n_rounds <= 0 || n_warmup < 0)
 		usage(argv[0]);
 	fill_ids();
+	/* Bring the vCPU out of its slow phase before measuring (same warm-up
+	 * as bench/c/bench_blkin.c and the Rust harness). */
+	spin_ms(1500);
 
 	if (strcmp(mode, "dormant") == 0) {
 		if (tracepoint_enabled(zipkin, timestamp))

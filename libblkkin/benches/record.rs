@@ -1,7 +1,10 @@
-//! Record-path benchmarks of the Rust API, side by side with fastrace.
+//! Record-path benchmarks of the Rust API (`cargo bench -p blkkin`, criterion).
 //!
-//! `cargo bench -p blkkin` (criterion). bench/run.sh runs these together with
-//! the C-ABI and LTTng-UST harnesses and writes docs/BENCHMARKS.md.
+//! The side-by-side comparison with fastrace, the C ABI and LTTng-UST is
+//! `bash bench/run.sh` (examples/bench_rust.rs and the C harnesses, one
+//! method for all), which writes docs/BENCHMARKS.md. (fastrace is measured
+//! only there: under criterion, our fastrace setup gave ~3× the harness's and
+//! the published ~42 ns, a discrepancy we have not explained.)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -98,46 +101,9 @@ fn per_thread_time(threads: usize, iters: u64) -> Duration {
     })
 }
 
-struct NoopReporter;
-
-impl fastrace::collector::Reporter for NoopReporter {
-    fn report(&mut self, _spans: Vec<fastrace::collector::SpanRecord>) {}
-}
-
-fn fastrace_peer(c: &mut Criterion) {
-    use fastrace::prelude::*;
-    fastrace::set_reporter(NoopReporter, fastrace::collector::Config::default());
-    let mut g = c.benchmark_group("fastrace");
-    // A child of a local parent: fastrace's fast path. Only the children are
-    // timed; roots (which hand the spans to the reporter) are set up per chunk
-    // so memory stays bounded.
-    g.bench_function("child_span", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let chunk = left.min(1024);
-                left -= chunk;
-                let root = fastrace::Span::root("osd_op", SpanContext::random());
-                let _guard = root.set_local_parent();
-                let t = Instant::now();
-                for _ in 0..chunk {
-                    drop(black_box(LocalSpan::enter_with_local_parent(black_box(
-                        "journal",
-                    ))));
-                }
-                total += t.elapsed();
-            }
-            total
-        })
-    });
-    g.finish();
-    fastrace::flush();
-}
-
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
-    targets = rust_api, fastrace_peer
+    targets = rust_api
 }
 criterion_main!(benches);
