@@ -26,6 +26,15 @@ pub fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
+/// The state letter of a /proc/PID/stat text (field 3: R, S, D, Z, X, ...).
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// Extracts the start time from the text of a /proc/PID/stat file. The
 /// command name (field 2) may contain spaces and parentheses, so fields are
 /// counted from the last `)`.
@@ -36,15 +45,42 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 /// Whether the process identified by (pid, start time, boot id) still runs.
-/// A reused pid or a reboot both count as dead.
+/// A reused pid or a reboot count as dead, and so does a zombie (it will
+/// never write again — unless other threads of it still run). A start time of 0 means the writer could not read
+/// its own (no /proc where it ran): then only the pid's existence is checked.
 pub fn is_alive(pid: u32, start: u64, boot: &[u8; 16]) -> bool {
     if *boot != [0u8; 16] && *boot != boot_id() {
         return false;
     }
-    match start_time(pid) {
-        Some(s) => s == start,
-        None => false,
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return start == 0 && pid_exists(pid);
+    };
+    // A zombie leader whose other threads still run (main called
+    // pthread_exit) is alive: only a zombie with no other task is done.
+    if matches!(parse_state(&stat), Some('Z' | 'X')) && task_count(pid) <= 1 {
+        return false;
     }
+    start == 0 || parse_start_time(&stat) == Some(start)
+}
+
+/// Number of threads of `pid` (entries of /proc/PID/task; 0 if unknown).
+fn task_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Whether any process has this pid (`kill(pid, 0)`; EPERM means it exists).
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Takes an exclusive, non-blocking advisory lock on `file`.
@@ -67,6 +103,30 @@ mod tests {
         let stat = "1234 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20 21";
         assert_eq!(parse_start_time(stat), Some(999));
         assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn zombies_are_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let st = start_time(pid).unwrap();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while is_alive(pid, st, &boot_id()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zombie still counted as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(!is_alive(pid, st, &boot_id()));
+    }
+
+    #[test]
+    fn unknown_start_time_falls_back_to_pid_existence() {
+        assert!(is_alive(std::process::id(), 0, &boot_id()));
+        assert!(parse_state("1 (x) S 0").is_some_and(|c| c == 'S'));
     }
 
     #[test]

@@ -32,8 +32,8 @@
 //! reported once each ([`RingSet::take_errors`]) and counted
 //! ([`Totals::unreadable`]), never fatal; such files are never removed.
 //!
-//! Writer processes that exited but were not reaped yet (zombies) still count
-//! as running: their rings are finished once their parent reaps them.
+//! Writer processes that exited but were not reaped yet (zombies) count as
+//! exited (see [`process::is_alive`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;

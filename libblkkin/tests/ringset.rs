@@ -158,7 +158,7 @@ impl Writer {
         }
     }
 
-    /// Reaps the writer if it exited (the set sees a zombie as running).
+    /// Reaps the writer if it exited.
     fn poll_exit(&mut self) -> bool {
         if !self.exited {
             if let Some(status) = self.child.try_wait().unwrap() {
