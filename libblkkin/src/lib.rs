@@ -25,6 +25,7 @@ pub mod ring;
 pub mod ringset;
 pub mod sampling;
 pub mod trace;
+pub mod wire;
 
 pub use recorder::{init, stats, InitError, ProcessStats, RecordError};
 pub use trace::{Endpoint, Span, TraceContext, END, START};
