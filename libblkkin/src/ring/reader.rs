@@ -22,6 +22,16 @@ use super::mem::RingMem;
 use super::record::{parse_record, Record};
 use crate::process;
 
+/// A reader position: byte offset and the sequence number of the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Free-running byte offset in the ring.
+    pub pos: u32,
+    /// Sequence number (the ring's record count) of the next record; it is
+    /// also the record's position in its stream.
+    pub seq: u64,
+}
+
 /// How a reader uses a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -306,10 +316,32 @@ impl RingReader {
     /// Publishes the cursor as the ring's tail (consuming readers only),
     /// freeing the space of every record drained so far for writers.
     pub fn release(&mut self) {
-        if self.mode == ReadMode::Consume {
-            self.mem
-                .word(off::TAIL)
-                .store(join_head(self.next_seq as u32, self.pos), Ordering::Release);
+        self.release_to(self.cursor());
+    }
+
+    /// Where the reader stands: everything before it has been drained.
+    /// Keep it with the records handed on, and [`RingReader::release_to`] it
+    /// once they are safe (acknowledged), for a two-phase consumer.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            pos: self.pos,
+            seq: self.next_seq,
+        }
+    }
+
+    /// Frees the ring space before `cursor` (one this reader returned). A
+    /// cursor behind the current tail, or ahead of the reader, is ignored:
+    /// space is only ever freed forward, and only for drained records.
+    pub fn release_to(&mut self, cursor: Cursor) {
+        if self.mode != ReadMode::Consume {
+            return;
+        }
+        let tail = self.mem.word(off::TAIL);
+        let (_, cur) = split_head(tail.load(Ordering::Relaxed));
+        let ahead_of_tail = cursor.pos.wrapping_sub(cur);
+        let behind_reader = self.pos.wrapping_sub(cursor.pos);
+        if ahead_of_tail <= self.cap && behind_reader <= self.cap && ahead_of_tail != 0 {
+            tail.store(join_head(cursor.seq as u32, cursor.pos), Ordering::Release);
         }
     }
 

@@ -211,6 +211,37 @@ fn discards_and_counts_when_full() {
 }
 
 #[test]
+fn two_phase_release_frees_only_acknowledged_space() {
+    let (w, mut r) = new_ring(SMALL, false);
+    let fill = |w: &RingWriter| {
+        (0..)
+            .take_while(|i| w.write(ClockSource::Realtime, &rec(0, *i, b"v")).is_ok())
+            .count()
+    };
+    let first = fill(&w);
+    assert!(first > 0);
+    // Drain half, remember the cursor (as if sent), drain the rest.
+    let mut n = 0;
+    r.drain(first / 2, |_| n += 1);
+    let half = r.cursor();
+    r.drain(usize::MAX, |_| n += 1);
+    assert_eq!(n, first);
+    assert_eq!(half.seq, (first / 2) as u64);
+    // Nothing acknowledged yet: still full.
+    assert_eq!(fill(&w), 0);
+    // The first half is acknowledged: about half the space comes back.
+    r.release_to(half);
+    let again = fill(&w);
+    assert!(again > 0 && again <= first / 2 + 1, "{again} of {first}");
+    // A stale cursor (behind the tail) changes nothing.
+    r.release_to(half);
+    assert_eq!(fill(&w), 0);
+    // Releasing everything drained so far.
+    r.release();
+    assert!(fill(&w) > 0);
+}
+
+#[test]
 fn too_big_records_are_dropped_and_counted() {
     let (w, r) = new_ring(SMALL, false);
     let big = vec![0u8; 5000];
