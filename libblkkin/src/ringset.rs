@@ -47,7 +47,7 @@ use crate::ring::file::{list_rings, parse_ring_file_name};
 use crate::ring::header::{Calibration, HeaderError, RingInfo};
 use crate::ring::layout::{off, split_head};
 use crate::ring::reader::{
-    DrainEnd, OpenError, ReadMode, ReaderStats, RingReader, WriterCheck, WriterCounters,
+    Cursor, DrainEnd, OpenError, ReadMode, ReaderStats, RingReader, WriterCheck, WriterCounters,
     DEFAULT_STALL_TIMEOUT,
 };
 use crate::ring::record::Record;
@@ -116,6 +116,22 @@ pub struct RingSetOptions {
     pub min_delay: Duration,
     /// Longest delay while idle. Default 100 ms.
     pub max_delay: Duration,
+    /// When ring space is freed. Default [`Release::AfterSink`].
+    pub release: Release,
+}
+
+/// When a [`RingSet`] frees the ring space of records it handed to the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Release {
+    /// As soon as the sink returned.
+    #[default]
+    AfterSink,
+    /// Only when the caller says the records are safe
+    /// ([`RingSet::release_to`] with a [`RingSet::cursor`] taken after the
+    /// poll): a consumer that crashes before an acknowledgement finds its
+    /// records still in the rings. A writer's rings are removed only after
+    /// everything in them was released.
+    OnAck,
 }
 
 impl Default for RingSetOptions {
@@ -129,6 +145,7 @@ impl Default for RingSetOptions {
             header_timeout: Duration::from_secs(2),
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(100),
+            release: Release::AfterSink,
         }
     }
 }
@@ -493,6 +510,30 @@ impl RingSet {
         min.saturating_mul(factor).min(self.opts.max_delay)
     }
 
+    /// Where the reader of ring `id` stands (None if the ring is not open):
+    /// every record it handed to a sink lies before it.
+    pub fn cursor(&self, id: &RingId) -> Option<Cursor> {
+        self.ring(id).map(|r| r.reader.cursor())
+    }
+
+    /// Frees the space of ring `id` before `cursor` (with
+    /// [`Release::OnAck`]). Unknown rings and stale cursors are ignored.
+    pub fn release_to(&mut self, id: &RingId, cursor: Cursor) {
+        if let Some(r) = self
+            .procs
+            .get_mut(&(id.pid, id.start_time))
+            .and_then(|p| p.rings.iter_mut().find(|r| r.id == *id))
+        {
+            r.reader.release_to(cursor);
+        }
+    }
+
+    fn ring(&self, id: &RingId) -> Option<&Ring> {
+        self.procs
+            .get(&(id.pid, id.start_time))
+            .and_then(|p| p.rings.iter().find(|r| r.id == *id))
+    }
+
     /// Counters of every open ring: what its reader delivered and counted,
     /// and its writers' counters from the header. Rings already forgotten are
     /// only in [`RingSet::totals`].
@@ -710,6 +751,7 @@ impl RingSet {
         st: &mut PollStats,
     ) {
         let batch = self.opts.batch;
+        let release = self.opts.release;
         for p in self.procs.values_mut() {
             // `dead` was established before this drain started, so a drain
             // that catches up has seen everything the writer ever wrote.
@@ -727,15 +769,17 @@ impl RingSet {
                         n += 1;
                         sink(id, r, info, cal.as_ref());
                     });
-                    // The sink has the records: free their space. (Two-phase
-                    // acknowledgement will move this.)
-                    ring.reader.release();
+                    if release == Release::AfterSink {
+                        ring.reader.release();
+                    }
                     st.records += n;
                     end
                 };
                 match end {
                     DrainEnd::Limit => st.more = true,
-                    DrainEnd::CaughtUp if dead => ring.finished = true,
+                    DrainEnd::CaughtUp if dead && ring.reader.all_released() => {
+                        ring.finished = true
+                    }
                     DrainEnd::CaughtUp | DrainEnd::InProgress => {}
                     // Cut short under us: nothing more can be read from it.
                     DrainEnd::Truncated => ring.finished = true,

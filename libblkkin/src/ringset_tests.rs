@@ -532,3 +532,48 @@ fn scribbled_rings_never_panic_nor_hang() {
         let _ = rs.totals();
     }
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn on_ack_keeps_records_in_the_ring_until_released() {
+    let d = tempfile::tempdir().unwrap();
+    let w = ring(d.path(), dead(), 0);
+    for i in 0..5 {
+        put(&w, i).unwrap();
+    }
+    let mut rs = RingSet::new(
+        d.path().to_owned(),
+        RingSetOptions {
+            release: Release::OnAck,
+            ..opts()
+        },
+    );
+    let mut out = Vec::new();
+    let st = poll(&mut rs, &mut out);
+    assert_eq!(st.records, 5);
+    let id = out[0].0;
+    let cursor = rs.cursor(&id).unwrap();
+    assert_eq!(cursor.seq, 5);
+    // Not acknowledged: the dead writer's ring is drained but not removed.
+    for _ in 0..3 {
+        poll(&mut rs, &mut out);
+    }
+    assert_eq!(
+        list_rings(d.path()).unwrap().len(),
+        1,
+        "kept until released"
+    );
+    assert_eq!(out.len(), 5, "nothing delivered twice");
+    // A second consumer starting now would find all five still there.
+    {
+        let mut again =
+            RingReader::open(&list_rings(d.path()).unwrap()[0], ReadMode::Peek).unwrap();
+        let mut n = 0;
+        again.drain(100, |_| n += 1);
+        assert_eq!(n, 5);
+    }
+    rs.release_to(&id, cursor);
+    let st = poll(&mut rs, &mut out);
+    assert_eq!(st.rings_removed, 1);
+    assert!(list_rings(d.path()).unwrap().is_empty());
+}

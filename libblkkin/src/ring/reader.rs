@@ -316,7 +316,15 @@ impl RingReader {
     /// Publishes the cursor as the ring's tail (consuming readers only),
     /// freeing the space of every record drained so far for writers.
     pub fn release(&mut self) {
-        self.release_to(self.cursor());
+        if self.mode == ReadMode::Consume {
+            self.store_tail(self.cursor());
+        }
+    }
+
+    fn store_tail(&self, c: Cursor) {
+        self.mem
+            .word(off::TAIL)
+            .store(join_head(c.seq as u32, c.pos), Ordering::Release);
     }
 
     /// Where the reader stands: everything before it has been drained.
@@ -329,19 +337,26 @@ impl RingReader {
         }
     }
 
+    /// True when the ring's tail is at the reader's cursor: every drained
+    /// record has been released.
+    pub fn all_released(&self) -> bool {
+        let (_, tail) = split_head(self.mem.word(off::TAIL).load(Ordering::Acquire));
+        self.mode != ReadMode::Consume || tail == self.pos
+    }
+
     /// Frees the ring space before `cursor` (one this reader returned). A
     /// cursor behind the current tail, or ahead of the reader, is ignored:
     /// space is only ever freed forward, and only for drained records.
     pub fn release_to(&mut self, cursor: Cursor) {
-        if self.mode != ReadMode::Consume {
-            return;
+        if self.mode != ReadMode::Consume || self.pos.wrapping_sub(cursor.pos) > self.cap {
+            return; // not a cursor of ours (ahead of the reader)
         }
-        let tail = self.mem.word(off::TAIL);
-        let (_, cur) = split_head(tail.load(Ordering::Relaxed));
-        let ahead_of_tail = cursor.pos.wrapping_sub(cur);
-        let behind_reader = self.pos.wrapping_sub(cursor.pos);
-        if ahead_of_tail <= self.cap && behind_reader <= self.cap && ahead_of_tail != 0 {
-            tail.store(join_head(cursor.seq as u32, cursor.pos), Ordering::Release);
+        let (_, tail) = split_head(self.mem.word(off::TAIL).load(Ordering::Relaxed));
+        let tail_plausible = self.pos.wrapping_sub(tail) <= self.cap;
+        let forward = cursor.pos.wrapping_sub(tail);
+        // Only forward of a sane tail; a scribbled tail is simply replaced.
+        if !tail_plausible || (forward != 0 && forward <= self.cap) {
+            self.store_tail(cursor);
         }
     }
 
@@ -418,12 +433,13 @@ impl RingReader {
                         self.bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
                     }
                     match parse_record(&self.bytes[..cw.len as usize], cw.kind) {
-                        Ok(r) => {
+                        Ok(mut r) => {
                             let gap = (r.seq.wrapping_sub(self.next_seq as u32)) as u64;
                             if gap != 0 && gap < (1 << 31) {
                                 self.stats.gap += gap;
                                 self.next_seq += gap;
                             }
+                            r.position = self.next_seq;
                             self.stats.read += 1;
                             delivered += 1;
                             f(&r);

@@ -36,6 +36,12 @@ pub struct Record<'a> {
     pub key: &'a [u8],
     /// The value (none for events).
     pub value: Value<'a>,
+    /// The whole record as it sits in the ring (commit word included): what
+    /// a consumer forwards over the wire.
+    pub raw: &'a [u8],
+    /// Position of the record in its stream: the ring's 64-bit record count
+    /// at reservation (readers extend `seq` past 2^32).
+    pub position: u64,
 }
 
 /// Why bytes did not decode as a record.
@@ -117,6 +123,8 @@ pub fn parse_record(bytes: &[u8], kind_bits: u64) -> Result<Record<'_>, RecordEr
         ip,
         key,
         value,
+        raw: bytes,
+        position: seq_word as u32 as u64,
     })
 }
 
