@@ -1,11 +1,89 @@
-//! `blkkin-consumerd`: placeholder binary until its issue lands.
-//!
-//! The workspace already carries this crate so the layout is fixed; it
-//! refuses to run rather than pretend to work.
+//! `blkkin-consumerd`: the per-node consumer daemon (see the crate docs).
 
-fn main() -> std::process::ExitCode {
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use blkkin_consumerd::{Config, Consumer};
+use clap::Parser;
+
+/// Drains every blkkin trace ring of this user live and streams the records
+/// to a relay (blkkin-relayd). Ring space is freed only once the relay has
+/// acknowledged the records, so restarting the consumer — or the relay —
+/// loses nothing that is still in the rings. Stop with SIGTERM or Ctrl-C:
+/// it flushes and waits briefly for the last acknowledgements.
+#[derive(Parser)]
+#[command(name = "blkkin-consumerd", version)]
+struct Cli {
+    /// Relay address, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    relay: String,
+    /// Ring directory [default: $BLKIN_SHM_DIR or /dev/shm/blkin-<uid>].
+    #[arg(long, short = 'd', value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Node name reported to the relay [default: the host name].
+    #[arg(long)]
+    node: Option<String>,
+    /// Most record bytes sent but not yet acknowledged (K/M/G suffixes);
+    /// beyond it the consumer stops draining and records wait in the rings.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    max_unacked: usize,
+    /// Seconds to wait for the last acknowledgements when stopping.
+    #[arg(long, default_value_t = 5)]
+    drain_timeout: u64,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    blkkin::config::parse_size(s)
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("not a size: {s:?} (e.g. 64M)"))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let dir = cli
+        .dir
+        .or_else(|| {
+            std::env::var_os("BLKIN_SHM_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(blkkin::config::default_shm_dir);
+    let mut cfg = Config::new(dir.clone(), cli.relay.clone());
+    if let Some(node) = cli.node {
+        cfg.node = node;
+    }
+    cfg.max_unacked = cli.max_unacked;
     eprintln!(
-        "blkkin-consumerd: not implemented yet; see docs/ARCHITECTURE.md (planned components)"
+        "blkkin-consumerd: draining {} to relay {} as node {}",
+        dir.display(),
+        cli.relay,
+        cfg.node
     );
-    std::process::ExitCode::from(2)
+    let mut consumer = Consumer::new(cfg);
+    match consumer.run(&STOP, Duration::from_secs(cli.drain_timeout)) {
+        Ok(s) => {
+            eprintln!(
+                "blkkin-consumerd: stopped: {} records read, {} acknowledged, {} connections, {} batches re-sent",
+                s.records, s.acked, s.connects, s.resent
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("blkkin-consumerd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub mod writer;
 pub use header::{Calibration, HeaderError, RingInfo};
 pub use layout::Kind;
 pub use reader::{
-    DrainEnd, OpenError, ReadMode, ReaderStats, RingReader, WriterCheck, WriterCounters,
+    Cursor, DrainEnd, OpenError, ReadMode, ReaderStats, RingReader, WriterCheck, WriterCounters,
 };
 pub use record::{parse_record, Record, RecordError};
 pub use writer::{RecordIn, RingGeometry, RingWriter, Value, WriteError};

@@ -1,0 +1,508 @@
+//! `blkkin-consumerd`: drains every ring of a ring directory live and streams
+//! the records to a relay (docs/PROTOCOL.md), releasing ring space only for
+//! records the relay acknowledged.
+//!
+//! One thread, blocking I/O with short timeouts: poll the [`RingSet`] (in
+//! [`Release::OnAck`] mode), append each record's raw bytes to its stream's
+//! batch, send batches, read acknowledgements, release ring space up to the
+//! acknowledged cursor. Unacknowledged batches stay in a bounded buffer and
+//! are re-sent after a reconnect (the relay drops positions it already has);
+//! when the buffer is full the consumer stops draining, records wait in the
+//! rings, and writers count what does not fit — memory never grows without
+//! bound. A crash of the consumer loses nothing: unacknowledged records are
+//! still in the rings and are read again by the next consumer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use blkkin::ring::{Calibration, Cursor};
+use blkkin::ringset::{Release, RingId, RingSet, RingSetOptions};
+use blkkin::wire::{Frame, FrameBuffer, Role, StreamKey, DEFAULT_MAX_FRAME, VERSION};
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Ring directory to drain.
+    pub ring_dir: PathBuf,
+    /// Relay address (host:port).
+    pub relay: String,
+    /// Node name sent to the relay (default: the host name).
+    pub node: String,
+    /// Most bytes of records sent but not yet acknowledged.
+    pub max_unacked: usize,
+    /// A batch is sent when it reaches this many bytes (or at the end of a poll).
+    pub batch_bytes: usize,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// How often loss counters are sent.
+    pub counters_every: Duration,
+}
+
+impl Config {
+    /// Defaults for `ring_dir` and `relay`.
+    pub fn new(ring_dir: PathBuf, relay: String) -> Config {
+        Config {
+            ring_dir,
+            relay,
+            node: hostname(),
+            max_unacked: 64 << 20,
+            batch_bytes: 256 << 10,
+            max_backoff: Duration::from_secs(5),
+            counters_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The host name (or "localhost").
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// What the consumer did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records read from the rings.
+    pub records: u64,
+    /// Records the relay acknowledged.
+    pub acked: u64,
+    /// Connections made to the relay.
+    pub connects: u64,
+    /// Batches sent again after a reconnect.
+    pub resent: u64,
+}
+
+struct Batch {
+    first: u64,
+    end: u64,
+    bytes: Vec<u8>,
+    cursor: Cursor,
+    /// Sent on the current connection.
+    sent: bool,
+}
+
+struct Stream {
+    handle: u32,
+    key: StreamKey,
+    calibration: Calibration,
+    pending: Vec<u8>,
+    pending_first: u64,
+    pending_end: u64,
+    unacked: VecDeque<Batch>,
+    sent_calibration: Option<Calibration>,
+    /// Opened on the current connection.
+    opened: bool,
+    /// Gone from the ring set: close once everything is acknowledged.
+    finished: bool,
+}
+
+/// The consumer's state across polls and reconnects.
+pub struct Consumer {
+    cfg: Config,
+    rings: RingSet,
+    streams: BTreeMap<RingId, Stream>,
+    next_handle: u32,
+    conn: Option<Conn>,
+    backoff: Duration,
+    next_attempt: Instant,
+    last_counters: Instant,
+    stats: Stats,
+}
+
+struct Conn {
+    sock: TcpStream,
+    frames: FrameBuffer,
+}
+
+impl Conn {
+    fn send(&mut self, f: &Frame) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        f.encode(&mut buf);
+        self.sock.write_all(&buf)
+    }
+}
+
+impl Consumer {
+    /// A consumer of `cfg.ring_dir`; it connects lazily.
+    pub fn new(cfg: Config) -> Consumer {
+        let rings = RingSet::new(
+            cfg.ring_dir.clone(),
+            RingSetOptions {
+                release: Release::OnAck,
+                ..Default::default()
+            },
+        );
+        Consumer {
+            cfg,
+            rings,
+            streams: BTreeMap::new(),
+            next_handle: 1,
+            conn: None,
+            backoff: Duration::from_millis(100),
+            next_attempt: Instant::now(),
+            last_counters: Instant::now(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn unacked_bytes(&self) -> usize {
+        self.streams
+            .values()
+            .map(|s| s.unacked.iter().map(|b| b.bytes.len()).sum::<usize>() + s.pending.len())
+            .sum()
+    }
+
+    /// Runs until `stop` is set, then flushes (waiting up to `drain_timeout`
+    /// for acknowledgements).
+    pub fn run(&mut self, stop: &AtomicBool, drain_timeout: Duration) -> anyhow::Result<Stats> {
+        while !stop.load(Ordering::Relaxed) {
+            let delay = self.step()?;
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+        }
+        let deadline = Instant::now() + drain_timeout;
+        while Instant::now() < deadline && (self.unacked_bytes() > 0 || self.rings.rings_open() > 0)
+        {
+            self.step()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(self.stats)
+    }
+
+    /// One round: connect if needed, drain, send, read acks. Returns how long
+    /// to wait before the next round.
+    pub fn step(&mut self) -> anyhow::Result<Duration> {
+        if self.conn.is_none() && Instant::now() >= self.next_attempt {
+            self.connect();
+        }
+        let mut last = None;
+        if self.unacked_bytes() < self.cfg.max_unacked {
+            let mut appended: Vec<RingId> = Vec::new();
+            let streams = &mut self.streams;
+            let next_handle = &mut self.next_handle;
+            let node = &self.cfg.node;
+            let mut records = 0u64;
+            let st = self
+                .rings
+                .poll(&mut |id, r, _info, cal| {
+                    let s = streams.entry(*id).or_insert_with(|| {
+                        let h = *next_handle;
+                        *next_handle += 1;
+                        Stream {
+                            handle: h,
+                            key: StreamKey {
+                                node: node.clone(),
+                                pid: id.pid,
+                                start_time: id.start_time,
+                                cpu: id.cpu,
+                            },
+                            calibration: cal.copied().unwrap_or_default(),
+                            pending: Vec::new(),
+                            pending_first: r.position,
+                            pending_end: r.position,
+                            unacked: VecDeque::new(),
+                            sent_calibration: None,
+                            opened: false,
+                            finished: false,
+                        }
+                    });
+                    if let Some(c) = cal {
+                        s.calibration = *c;
+                    }
+                    if s.pending.is_empty() {
+                        s.pending_first = r.position;
+                    }
+                    s.pending.extend_from_slice(r.raw);
+                    s.pending_end = r.position + 1;
+                    records += 1;
+                    if appended.last() != Some(id) {
+                        appended.push(*id);
+                    }
+                })
+                .context("polling the ring directory")?;
+            self.stats.records += records;
+            for e in self.rings.take_errors() {
+                eprintln!("blkkin-consumerd: {e}");
+            }
+            // Seal what this poll added into batches, with the ring cursor
+            // that covers them.
+            for id in appended {
+                let cursor = self.rings.cursor(&id);
+                if let (Some(s), Some(cursor)) = (self.streams.get_mut(&id), cursor) {
+                    if !s.pending.is_empty() {
+                        let bytes = std::mem::take(&mut s.pending);
+                        s.unacked.push_back(Batch {
+                            first: s.pending_first,
+                            end: s.pending_end,
+                            bytes,
+                            cursor,
+                            sent: false,
+                        });
+                    }
+                }
+            }
+            last = Some(st);
+        }
+        self.send_all();
+        self.read_acks();
+        self.close_finished();
+        if self.last_counters.elapsed() >= self.cfg.counters_every {
+            self.send_counters();
+            self.last_counters = Instant::now();
+        }
+        Ok(match last {
+            Some(st) => self.rings.next_delay(&st),
+            None => Duration::from_millis(10), // buffer full: wait for acks
+        })
+    }
+
+    fn connect(&mut self) {
+        match self.try_connect() {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.stats.connects += 1;
+                self.backoff = Duration::from_millis(100);
+                // Everything unacknowledged goes again (the relay skips what it has).
+                for s in self.streams.values_mut() {
+                    s.opened = false;
+                    s.sent_calibration = None;
+                    for b in s.unacked.iter_mut().filter(|b| b.sent) {
+                        b.sent = false;
+                        self.stats.resent += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "blkkin-consumerd: relay {}: {e:#}; retrying in {:?}",
+                    self.cfg.relay, self.backoff
+                );
+                self.next_attempt = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
+            }
+        }
+    }
+
+    fn try_connect(&self) -> anyhow::Result<Conn> {
+        let addr = self
+            .cfg
+            .relay
+            .to_socket_addrs()
+            .context("resolving the relay address")?
+            .next()
+            .context("the relay address resolves to nothing")?;
+        let sock =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connecting")?;
+        sock.set_nodelay(true).ok();
+        sock.set_write_timeout(Some(Duration::from_secs(5))).ok();
+        let mut conn = Conn {
+            sock,
+            frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
+        };
+        conn.send(&Frame::Hello {
+            version: VERSION,
+            role: Role::Consumer,
+            name: self.cfg.node.clone(),
+        })?;
+        conn.sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        match read_frame(&mut conn)? {
+            Some(Frame::Welcome { version, .. }) if version == VERSION => {}
+            Some(Frame::Welcome { version, .. }) => {
+                anyhow::bail!("relay speaks protocol version {version}, we speak {VERSION}")
+            }
+            Some(Frame::Error { message, .. }) => anyhow::bail!("relay refused: {message}"),
+            other => anyhow::bail!("unexpected answer to Hello: {other:?}"),
+        }
+        conn.sock.set_read_timeout(Some(Duration::from_millis(1)))?;
+        Ok(conn)
+    }
+}
+
+impl Consumer {
+    fn drop_conn(&mut self, why: &dyn std::fmt::Display) {
+        if self.conn.take().is_some() {
+            eprintln!("blkkin-consumerd: lost the relay connection: {why}; reconnecting");
+            self.next_attempt = Instant::now() + self.backoff;
+        }
+    }
+
+    /// Sends stream openings, calibrations and unsent batches.
+    fn send_all(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut result = Ok(());
+        'streams: for s in self.streams.values_mut() {
+            if !s.opened {
+                result = conn.send(&Frame::OpenStream {
+                    handle: s.handle,
+                    key: s.key.clone(),
+                    calibration: s.calibration,
+                });
+                if result.is_err() {
+                    break;
+                }
+                s.opened = true;
+                s.sent_calibration = Some(s.calibration);
+            }
+            if s.sent_calibration != Some(s.calibration) {
+                result = conn.send(&Frame::Calibrate {
+                    handle: s.handle,
+                    calibration: s.calibration,
+                });
+                if result.is_err() {
+                    break;
+                }
+                s.sent_calibration = Some(s.calibration);
+            }
+            for b in s.unacked.iter_mut().filter(|b| !b.sent) {
+                result = conn.send(&Frame::Records {
+                    handle: s.handle,
+                    first: b.first,
+                    records: b.bytes.clone(),
+                });
+                if result.is_err() {
+                    break 'streams;
+                }
+                b.sent = true;
+            }
+        }
+        if let Err(e) = result {
+            self.drop_conn(&e);
+        }
+    }
+
+    /// Reads whatever acknowledgements arrived and releases ring space.
+    fn read_acks(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            match read_frame(conn) {
+                Ok(None) => return,
+                Ok(Some(Frame::Ack { handle, next })) => {
+                    let Some((id, s)) = self.streams.iter_mut().find(|(_, s)| s.handle == handle)
+                    else {
+                        continue;
+                    };
+                    let mut release = None;
+                    while s.unacked.front().is_some_and(|b| b.end <= next) {
+                        let b = s.unacked.pop_front().expect("checked");
+                        self.stats.acked += b.end - b.first;
+                        release = Some(b.cursor);
+                    }
+                    if let Some(c) = release {
+                        self.rings.release_to(id, c);
+                    }
+                }
+                Ok(Some(Frame::Error { message, .. })) => {
+                    self.drop_conn(&format!("relay error: {message}"));
+                    return;
+                }
+                Ok(Some(other)) => {
+                    self.drop_conn(&format!("unexpected frame from the relay: {other:?}"));
+                    return;
+                }
+                Err(e) => {
+                    self.drop_conn(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Streams whose rings the set forgot (writer exited, all released) are
+    /// closed at the relay and dropped.
+    fn close_finished(&mut self) {
+        let open: std::collections::BTreeSet<RingId> = self
+            .rings
+            .counters()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        for (id, s) in self.streams.iter_mut() {
+            if !open.contains(id) && s.unacked.is_empty() && s.pending.is_empty() {
+                s.finished = true;
+            }
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut failed = None;
+        self.streams.retain(|_, s| {
+            if !s.finished || failed.is_some() {
+                return true;
+            }
+            match conn.send(&Frame::CloseStream { handle: s.handle }) {
+                Ok(()) => false,
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            }
+        });
+        if let Some(e) = failed {
+            self.drop_conn(&e);
+        }
+    }
+
+    fn send_counters(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut failed = None;
+        for (id, reader, writer) in self.rings.counters() {
+            if let Some(s) = self.streams.get(&id).filter(|s| s.opened) {
+                if let Err(e) = conn.send(&Frame::Counters {
+                    handle: s.handle,
+                    reader,
+                    writer,
+                }) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            self.drop_conn(&e);
+        }
+    }
+}
+
+/// Reads one frame if one is (or becomes, within the socket's read timeout)
+/// available. `Ok(None)`: nothing yet.
+fn read_frame(conn: &mut Conn) -> anyhow::Result<Option<Frame>> {
+    loop {
+        if let Some(f) = conn.frames.next_frame()? {
+            return Ok(Some(f));
+        }
+        let mut buf = [0u8; 64 * 1024];
+        match conn.sock.read(&mut buf) {
+            Ok(0) => anyhow::bail!("the relay closed the connection"),
+            Ok(n) => conn.frames.extend(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(None)
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
