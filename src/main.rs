@@ -49,6 +49,26 @@ enum Command {
         #[arg(long)]
         consume: bool,
     },
+    /// Print annotations live as a relay receives them (Ctrl-C to stop).
+    ///
+    /// Connects to a relay (blkkin-relayd) as a live reader and prints every
+    /// annotation of every stream, current and future, in the same text or
+    /// --json form as `blkkin dump`. After a lost connection it reconnects
+    /// and continues each stream where it stopped (no duplicates).
+    Tail {
+        /// Relay address, host:port.
+        #[arg(value_name = "HOST:PORT")]
+        relay: String,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Start with everything the relay holds instead of only new records.
+        #[arg(long)]
+        from_oldest: bool,
+        /// Exit after this many annotations.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Remove the ring files of processes that have exited.
     ///
     /// A running consumer daemon does this by itself after draining; without
@@ -165,11 +185,85 @@ fn clean(dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn tail(
+    relay: &str,
+    json: bool,
+    from_oldest: bool,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use blkkin::relay_client::RelayReader;
+    use blkkin::wire::Start;
+    let name = format!("blkkin-tail-{}", std::process::id());
+    let mut reader = RelayReader::connect(relay, &name)
+        .with_context(|| format!("connecting to relay {relay}"))?;
+    reader.subscribe(
+        None,
+        if from_oldest {
+            Start::Oldest
+        } else {
+            Start::Newest
+        },
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    loop {
+        let mut failed = None;
+        let got = reader.next_records(|s, r| {
+            if failed.is_some() || count.is_some_and(|c| printed >= c) {
+                return;
+            }
+            let a = blkkin::annotation::Annotation::from_record(r, &s.ring, Some(&s.calibration));
+            let res = if json {
+                serde_json::to_writer(&mut out, &a)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                writeln!(out, "{a}")
+            };
+            if let Err(e) = res {
+                failed = Some(e);
+            }
+            printed += 1;
+        });
+        if let Some(e) = failed {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e).context("writing output");
+        }
+        out.flush().ok();
+        if count.is_some_and(|c| printed >= c) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Err(e) = got {
+            eprintln!("blkkin tail: {e}; reconnecting");
+            let mut delay = std::time::Duration::from_millis(100);
+            loop {
+                std::thread::sleep(delay);
+                match reader.reconnect(relay, &name) {
+                    Ok(()) => break,
+                    Err(e) => eprintln!("blkkin tail: {e}"),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            // Every stream continues where it stopped (positions delivered are skipped).
+            reader.subscribe(None, Start::Oldest)?;
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dump { dir, json, consume } => dump(dir, json, consume),
         Command::Clean { dir, dry_run } => clean(dir, dry_run),
+        Command::Tail {
+            relay,
+            json,
+            from_oldest,
+            count,
+        } => tail(&relay, json, from_oldest, count),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,7 @@ pub mod id;
 pub mod process;
 pub mod propagation;
 pub mod recorder;
+pub mod relay_client;
 pub mod ring;
 pub mod ringset;
 pub mod sampling;

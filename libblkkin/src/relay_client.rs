@@ -1,0 +1,221 @@
+//! A blocking live reader of a relay (docs/PROTOCOL.md): `blkkin tail` and,
+//! later, the collector read annotations through it.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::ring::header::{Calibration, RingInfo};
+use crate::ring::layout::CommitWord;
+use crate::ring::record::{parse_record, Record};
+use crate::wire::{
+    Frame, FrameBuffer, Role, Start, StreamKey, StreamSummary, WireError, DEFAULT_MAX_FRAME,
+    VERSION,
+};
+
+/// Errors of a relay reader.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    /// Connecting or talking to the relay failed.
+    #[error("relay connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The relay sent bytes that are not a valid frame.
+    #[error("relay sent a malformed frame: {0}")]
+    Wire(#[from] WireError),
+    /// The relay refused or broke the protocol.
+    #[error("relay: {0}")]
+    Protocol(String),
+    /// The relay closed the connection.
+    #[error("the relay closed the connection")]
+    Closed,
+}
+
+/// A stream as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Its key.
+    pub key: StreamKey,
+    /// Its clock calibration.
+    pub calibration: Calibration,
+    /// A ring identity for decoding (pid, start time and cpu from the key).
+    pub ring: RingInfo,
+    /// Next position expected (everything before it was delivered).
+    pub next: u64,
+}
+
+/// A connection to a relay as a reader.
+pub struct RelayReader {
+    sock: TcpStream,
+    frames: FrameBuffer,
+    streams: HashMap<u32, StreamInfo>,
+    /// Next position per stream, across subscriptions (handles may change).
+    delivered: HashMap<StreamKey, u64>,
+}
+
+impl RelayReader {
+    /// Connects and introduces itself as reader `name`.
+    pub fn connect(addr: &str, name: &str) -> Result<RelayReader, ReaderError> {
+        let target = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| ReaderError::Protocol(format!("{addr} resolves to no address")))?;
+        let sock = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+        sock.set_nodelay(true).ok();
+        let mut r = RelayReader {
+            sock,
+            frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
+            streams: HashMap::new(),
+            delivered: HashMap::new(),
+        };
+        r.send(&Frame::Hello {
+            version: VERSION,
+            role: Role::Reader,
+            name: name.to_string(),
+        })?;
+        match r.next_frame()? {
+            Frame::Welcome { version, .. } if version == VERSION => Ok(r),
+            Frame::Welcome { version, .. } => Err(ReaderError::Protocol(format!(
+                "relay speaks protocol version {version}, we speak {VERSION}"
+            ))),
+            Frame::Error { message, .. } => Err(ReaderError::Protocol(message)),
+            other => Err(ReaderError::Protocol(format!(
+                "unexpected answer to Hello: {other:?}"
+            ))),
+        }
+    }
+
+    /// Connects again after a failure, keeping what was delivered: a
+    /// following subscription from [`Start::Oldest`] then continues every
+    /// stream where it stopped, without duplicates.
+    pub fn reconnect(&mut self, addr: &str, name: &str) -> Result<(), ReaderError> {
+        let fresh = RelayReader::connect(addr, name)?;
+        self.sock = fresh.sock;
+        self.frames = fresh.frames;
+        self.streams.clear();
+        Ok(())
+    }
+
+    fn send(&mut self, f: &Frame) -> Result<(), ReaderError> {
+        let mut buf = Vec::new();
+        f.encode(&mut buf);
+        self.sock.write_all(&buf)?;
+        Ok(())
+    }
+
+    fn next_frame(&mut self) -> Result<Frame, ReaderError> {
+        loop {
+            if let Some(f) = self.frames.next_frame()? {
+                return Ok(f);
+            }
+            let mut buf = [0u8; 64 * 1024];
+            match self.sock.read(&mut buf) {
+                Ok(0) => return Err(ReaderError::Closed),
+                Ok(n) => self.frames.extend(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The streams the relay holds.
+    pub fn list(&mut self) -> Result<Vec<StreamSummary>, ReaderError> {
+        self.send(&Frame::List)?;
+        match self.next_frame()? {
+            Frame::Streams(list) => Ok(list),
+            other => Err(ReaderError::Protocol(format!(
+                "unexpected answer to List: {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks for the records of every stream (`None`) or one, from `start`.
+    pub fn subscribe(&mut self, key: Option<StreamKey>, start: Start) -> Result<(), ReaderError> {
+        self.send(&Frame::Subscribe { key, start })
+    }
+
+    /// Blocks until records arrive; calls `each` for every record with its
+    /// stream and position. Announcements are absorbed. Records of a stream at
+    /// positions already delivered are skipped (no duplicates after a
+    /// resubscription).
+    pub fn next_records(
+        &mut self,
+        mut each: impl FnMut(&StreamInfo, &Record<'_>),
+    ) -> Result<usize, ReaderError> {
+        loop {
+            match self.next_frame()? {
+                Frame::Announce {
+                    handle,
+                    key,
+                    calibration,
+                } => {
+                    let ring = RingInfo {
+                        pid: key.pid,
+                        uid: 0,
+                        start_time: key.start_time,
+                        cpu: key.cpu,
+                        flags: 0,
+                        data_size: 0,
+                        max_record: 0,
+                        created_ns: 0,
+                        boot_id: [0; 16],
+                    };
+                    let next = self.delivered.get(&key).copied().unwrap_or(0);
+                    self.streams.insert(
+                        handle,
+                        StreamInfo {
+                            key,
+                            calibration,
+                            ring,
+                            next,
+                        },
+                    );
+                }
+                Frame::Records {
+                    handle,
+                    first,
+                    records,
+                } => {
+                    let s = self.streams.get_mut(&handle).ok_or_else(|| {
+                        ReaderError::Protocol(format!("records for unannounced stream {handle}"))
+                    })?;
+                    let mut at = 0;
+                    let mut pos = first;
+                    let mut n = 0;
+                    while at < records.len() {
+                        // Framing was checked when the frame was decoded.
+                        let cw = CommitWord::decode(u64::from_le_bytes(
+                            records[at..at + 8].try_into().expect("8 bytes"),
+                        ));
+                        let bytes = &records[at..at + cw.len as usize];
+                        if pos >= s.next {
+                            match parse_record(bytes, cw.kind) {
+                                Ok(mut r) => {
+                                    r.position = pos;
+                                    each(s, &r);
+                                    n += 1;
+                                }
+                                Err(e) => {
+                                    return Err(ReaderError::Protocol(format!(
+                                        "undecodable record at {pos}: {e}"
+                                    )))
+                                }
+                            }
+                            s.next = pos + 1;
+                        }
+                        at += cw.len as usize;
+                        pos += 1;
+                    }
+                    self.delivered.insert(s.key.clone(), s.next);
+                    return Ok(n);
+                }
+                Frame::Error { message, .. } => return Err(ReaderError::Protocol(message)),
+                other => {
+                    return Err(ReaderError::Protocol(format!(
+                        "unexpected frame: {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+}
