@@ -239,7 +239,11 @@ impl Enc {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
     fn str(&mut self, s: &str) {
-        let b = &s.as_bytes()[..s.len().min(MAX_STRING)];
+        let mut end = s.len().min(MAX_STRING);
+        while !s.is_char_boundary(end) {
+            end -= 1; // never cut a character in half
+        }
+        let b = &s.as_bytes()[..end];
         self.u16(b.len() as u16);
         self.0.extend_from_slice(b);
     }
@@ -821,6 +825,17 @@ mod tests {
         }
         assert_eq!(got, frames);
         assert!(fb.is_empty());
+    }
+
+    #[test]
+    fn long_strings_are_cut_on_a_character_boundary() {
+        let name = "é".repeat(MAX_STRING); // 2 bytes each
+        let mut bytes = Vec::new();
+        Frame::Welcome { version: 1, name }.encode(&mut bytes);
+        match Frame::decode(&bytes[4..]).unwrap() {
+            Frame::Welcome { name, .. } => assert_eq!(name.len(), MAX_STRING),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

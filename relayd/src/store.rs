@@ -1,0 +1,742 @@
+//! Persistence: one directory per stream, append-only segment files.
+//!
+//! ```text
+//! DATA_DIR/streams/<node hex>-<pid>-<start time>-<cpu>/
+//!     meta.json                     key, calibration, counters, closed flag
+//!     <first position, 20 digits>.seg
+//! entry = len u32 LE | crc32 u32 LE (of position and record) | position u64 LE | record (len bytes)
+//! ```
+//!
+//! Records are the raw ring records (commit word + body). Positions in a
+//! stream strictly increase but may skip (a gap the consumer reported). On
+//! open every segment is scanned: entries are checked (length, CRC, framing,
+//! increasing position) and the file is truncated at the first bad one, so a
+//! torn tail after a crash is dropped. A sparse in-memory index (every
+//! [`INDEX_EVERY`]th entry) lets readers seek to a position.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{bail, Context};
+use blkkin::ring::header::Calibration;
+use blkkin::ring::layout::CommitWord;
+use blkkin::ring::reader::{ReaderStats, WriterCounters};
+use blkkin::wire::{self, StreamKey, StreamSummary};
+use serde_json::json;
+
+use crate::config::{FsyncPolicy, StoreConfig};
+
+/// Bytes of an entry header.
+pub const ENTRY_HEADER: usize = 16;
+/// Largest record accepted (ring records are at most 64 KiB: 16-bit length).
+pub const MAX_RECORD: usize = 1 << 16;
+/// One index point every this many entries.
+pub const INDEX_EVERY: u64 = 64;
+
+/// CRC-32 (IEEE, as zlib and gzip), byte-table driven; `init` chains calls.
+pub fn crc32(init: u32, data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    let mut c = !init;
+    for &b in data {
+        c = t[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+fn entry_crc(pos: u64, record: &[u8]) -> u32 {
+    crc32(crc32(0, &pos.to_le_bytes()), record)
+}
+
+/// Splits well-framed ring records (as checked by [`wire::count_records`]).
+pub fn split_records(records: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= records.len() {
+        let w = u64::from_le_bytes(records[at..at + 8].try_into().expect("8 bytes"));
+        let len = CommitWord::decode(w).len as usize;
+        if len == 0 || at + len > records.len() {
+            break;
+        }
+        out.push(&records[at..at + len]);
+        at += len;
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    /// Position in the file name (the first entry's, when it has one).
+    base: u64,
+    path: PathBuf,
+    /// Valid bytes.
+    len: u64,
+    /// (position, byte offset) of every INDEX_EVERY-th entry.
+    index: Vec<(u64, u64)>,
+    entries: u64,
+    /// Position of the last entry.
+    last: Option<u64>,
+}
+
+/// Metadata of a stream, kept in `meta.json`.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Calibration of the ring.
+    pub calibration: Calibration,
+    /// The writer exited and the stream is complete.
+    pub closed: bool,
+    /// Last counters the consumer sent.
+    pub reader: ReaderStats,
+    /// Last writer counters the consumer sent.
+    pub writer: WriterCounters,
+    /// Records the relay never received (position gaps in what consumers sent).
+    pub lost_gap: u64,
+}
+
+struct Inner {
+    segments: Vec<Segment>,
+    active: Option<File>,
+    next: u64,
+    meta: Meta,
+}
+
+/// One stream.
+pub struct Stream {
+    key: StreamKey,
+    dir: PathBuf,
+    cfg: StoreConfig,
+    inner: Mutex<Inner>,
+}
+
+/// Result of [`Stream::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Records written.
+    pub written: u64,
+    /// Records skipped because the stream already held their positions.
+    pub duplicates: u64,
+    /// Positions skipped (lost) before this batch.
+    pub gap: u64,
+    /// Next position of the stream.
+    pub next: u64,
+}
+
+fn dir_name(key: &StreamKey) -> String {
+    let hex: String = key.node.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{}-{}-{}", key.pid, key.start_time, key.cpu)
+}
+
+fn seg_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Stream {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream's key.
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+
+    /// Position the next record gets.
+    pub fn next(&self) -> u64 {
+        self.lock().next
+    }
+
+    /// Position of the oldest record held (`next` when empty).
+    pub fn first(&self) -> u64 {
+        let g = self.lock();
+        first_of(&g)
+    }
+
+    /// A copy of the metadata.
+    pub fn meta(&self) -> Meta {
+        self.lock().meta.clone()
+    }
+
+    /// Bytes held on disk (segments).
+    pub fn size(&self) -> u64 {
+        self.lock().segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Summary for `List`.
+    pub fn summary(&self) -> StreamSummary {
+        let g = self.lock();
+        StreamSummary {
+            key: self.key.clone(),
+            first: first_of(&g),
+            next: g.next,
+            closed: g.meta.closed,
+        }
+    }
+
+    fn create(
+        key: StreamKey,
+        dir: PathBuf,
+        cfg: StoreConfig,
+        cal: Calibration,
+    ) -> anyhow::Result<Stream> {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let s = Stream {
+            key,
+            dir,
+            cfg,
+            inner: Mutex::new(Inner {
+                segments: Vec::new(),
+                active: None,
+                next: 0,
+                meta: Meta {
+                    calibration: cal,
+                    ..Meta::default()
+                },
+            }),
+        };
+        s.save_meta(&s.lock().meta)?;
+        if s.cfg.fsync != FsyncPolicy::Never {
+            if let Some(parent) = s.dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(s)
+    }
+
+    fn open(dir: PathBuf, cfg: StoreConfig) -> anyhow::Result<Stream> {
+        let (key, meta) = load_meta(&dir.join("meta.json"))
+            .with_context(|| format!("reading {}/meta.json", dir.display()))?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for e in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = name
+                .strip_suffix(".seg")
+                .and_then(|b| b.parse::<u64>().ok())
+            {
+                names.push((base, e.path()));
+            }
+        }
+        names.sort();
+        let mut segments = Vec::new();
+        let mut last: Option<u64> = None;
+        for (base, path) in names {
+            let seg = recover_segment(base, &path, last)
+                .with_context(|| format!("recovering {}", path.display()))?;
+            if seg.entries == 0 && !segments.is_empty() {
+                // An empty segment after others: left by a crash right after creation.
+                fs::remove_file(&path).ok();
+                continue;
+            }
+            last = seg.last.or(last);
+            segments.push(seg);
+        }
+        let next = last.map_or(0, |l| l + 1);
+        Ok(Stream {
+            key,
+            dir,
+            cfg,
+            inner: Mutex::new(Inner {
+                segments,
+                active: None,
+                next,
+                meta,
+            }),
+        })
+    }
+
+    fn save_meta(&self, m: &Meta) -> anyhow::Result<()> {
+        let c = &m.calibration;
+        let r = &m.reader;
+        let w = &m.writer;
+        let v = json!({
+            "node": self.key.node, "pid": self.key.pid,
+            "start_time": self.key.start_time, "cpu": self.key.cpu,
+            "calibration": [c.raw0, c.ns0, c.raw1, c.ns1],
+            "closed": m.closed,
+            "reader": [r.read, r.torn, r.corrupt, r.gap, r.resyncs, r.skipped_bytes],
+            "writer": [w.written, w.lost_full, w.lost_too_big, w.lost_no_ring, w.lost_corrupt],
+            "lost_gap": m.lost_gap,
+        });
+        let tmp = self.dir.join("meta.json.tmp");
+        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(v.to_string().as_bytes())?;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join("meta.json"))?;
+        Ok(())
+    }
+
+    /// Updates the metadata with `f` and saves it.
+    pub fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> anyhow::Result<()> {
+        let mut g = self.lock();
+        f(&mut g.meta);
+        let m = g.meta.clone();
+        self.save_meta(&m)
+    }
+
+    /// Appends `records` (whole ring records, back to back) whose first has
+    /// position `first`. Positions already held are skipped; positions
+    /// after `next` are counted as lost. Synced as the policy says.
+    pub fn append(&self, first: u64, records: &[u8]) -> anyhow::Result<Appended> {
+        let recs = split_records(records);
+        let mut g = self.lock();
+        let mut out = Appended {
+            written: 0,
+            duplicates: 0,
+            gap: 0,
+            next: g.next,
+        };
+        let skip = g.next.saturating_sub(first).min(recs.len() as u64);
+        out.duplicates = skip;
+        if skip as usize == recs.len() {
+            return Ok(out);
+        }
+        let mut pos = first + skip;
+        if pos > g.next {
+            out.gap = pos - g.next;
+            g.meta.lost_gap += out.gap;
+            let m = g.meta.clone();
+            self.save_meta(&m)?;
+        }
+        let mut buf = Vec::new();
+        let mut wrote_any = false;
+        for rec in &recs[skip as usize..] {
+            let need_new = match g.segments.last() {
+                None => true,
+                Some(s) => s.len + buf.len() as u64 >= self.cfg.segment_size && s.entries > 0,
+            };
+            if need_new {
+                self.flush(&mut g, &mut buf)?;
+                self.new_segment(&mut g, pos)?;
+            }
+            let seg = g.segments.last_mut().expect("a segment");
+            let off = seg.len + buf.len() as u64;
+            if seg.entries.is_multiple_of(INDEX_EVERY) {
+                seg.index.push((pos, off));
+            }
+            seg.entries += 1;
+            seg.last = Some(pos);
+            buf.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&entry_crc(pos, rec).to_le_bytes());
+            buf.extend_from_slice(&pos.to_le_bytes());
+            buf.extend_from_slice(rec);
+            if self.cfg.fsync == FsyncPolicy::Always || buf.len() >= 1 << 20 {
+                self.flush(&mut g, &mut buf)?;
+            }
+            pos += 1;
+            out.written += 1;
+            wrote_any = true;
+        }
+        self.flush(&mut g, &mut buf)?;
+        if wrote_any && self.cfg.fsync == FsyncPolicy::Batch {
+            if let Some(f) = &g.active {
+                f.sync_data()?;
+            }
+        }
+        g.next = pos;
+        out.next = pos;
+        self.retain(&mut g)?;
+        Ok(out)
+    }
+
+    fn flush(&self, g: &mut Inner, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let seg = g.segments.last_mut().expect("a segment");
+        if g.active.is_none() {
+            let f = OpenOptions::new()
+                .append(true)
+                .open(&seg.path)
+                .with_context(|| format!("opening {}", seg.path.display()))?;
+            g.active = Some(f);
+        }
+        let f = g.active.as_mut().expect("active segment");
+        f.write_all(buf)
+            .with_context(|| format!("writing {}", seg.path.display()))?;
+        if self.cfg.fsync == FsyncPolicy::Always {
+            f.sync_data()?;
+        }
+        seg.len += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    }
+
+    fn new_segment(&self, g: &mut Inner, base: u64) -> anyhow::Result<()> {
+        if let Some(f) = g.active.take() {
+            if self.cfg.fsync != FsyncPolicy::Never {
+                f.sync_data()?;
+            }
+        }
+        let path = self.dir.join(seg_name(base));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        if self.cfg.fsync == FsyncPolicy::Always {
+            sync_dir(&self.dir)?;
+        }
+        g.active = Some(f);
+        g.segments.push(Segment {
+            base,
+            path,
+            len: 0,
+            index: Vec::new(),
+            entries: 0,
+            last: None,
+        });
+        Ok(())
+    }
+
+    fn retain(&self, g: &mut Inner) -> anyhow::Result<()> {
+        if self.cfg.retain_bytes == 0 {
+            return Ok(());
+        }
+        while g.segments.len() > 1
+            && g.segments.iter().map(|s| s.len).sum::<u64>() > self.cfg.retain_bytes
+        {
+            let s = g.segments.remove(0);
+            fs::remove_file(&s.path).with_context(|| format!("removing {}", s.path.display()))?;
+            tracing::debug!(stream = %self.dir.display(), segment = s.base, "retention removed a segment");
+        }
+        Ok(())
+    }
+
+    /// fsyncs the active segment.
+    pub fn sync(&self) -> anyhow::Result<()> {
+        let g = self.lock();
+        if let Some(f) = &g.active {
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Reads entries with position ≥ `from`, in order, up to about
+    /// `max_bytes` of records (at least one entry if any). Returns
+    /// (position, record) pairs. Reading happens without holding the lock.
+    pub fn read(&self, from: u64, max_bytes: usize) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        // Snapshot what to read: (path, start offset, valid length).
+        let plan: Vec<(PathBuf, u64, u64)> = {
+            let g = self.lock();
+            if from >= g.next {
+                return Ok(Vec::new());
+            }
+            let i = g
+                .segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
+            g.segments[i..]
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.len > 0)
+                .map(|(j, s)| {
+                    let off = if j == 0 {
+                        let k = s.index.partition_point(|(p, _)| *p <= from);
+                        if k == 0 {
+                            0
+                        } else {
+                            s.index[k - 1].1
+                        }
+                    } else {
+                        0
+                    };
+                    (s.path.clone(), off, s.len)
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (path, off, len) in plan {
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                // Retention removed it meanwhile: continue with the next one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+            };
+            f.seek(SeekFrom::Start(off))?;
+            let mut r = io::BufReader::with_capacity(256 << 10, f.take(len - off));
+            loop {
+                let mut h = [0u8; ENTRY_HEADER];
+                match r.read_exact(&mut h) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
+                }
+                let n = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
+                let pos = u64::from_le_bytes(h[8..16].try_into().expect("8"));
+                if n > MAX_RECORD {
+                    bail!("{}: corrupt entry (length {n})", path.display());
+                }
+                let mut rec = vec![0u8; n];
+                r.read_exact(&mut rec)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if pos < from {
+                    continue;
+                }
+                bytes += n;
+                out.push((pos, rec));
+                if bytes >= max_bytes {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn first_of(g: &Inner) -> u64 {
+    g.segments
+        .iter()
+        .find(|s| s.entries > 0)
+        .and_then(|s| s.index.first().map(|(p, _)| *p))
+        .unwrap_or(g.next)
+}
+
+/// Scans a segment, truncating it after its last valid entry.
+fn recover_segment(base: u64, path: &Path, prev: Option<u64>) -> anyhow::Result<Segment> {
+    let f = OpenOptions::new().read(true).write(true).open(path)?;
+    let file_len = f.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(256 << 10, &f);
+    let mut seg = Segment {
+        base,
+        path: path.to_path_buf(),
+        len: 0,
+        index: Vec::new(),
+        entries: 0,
+        last: None,
+    };
+    let mut last = prev;
+    let mut off = 0u64;
+    let mut rec = Vec::new();
+    let why = loop {
+        let mut h = [0u8; ENTRY_HEADER];
+        match r.read_exact(&mut h) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                break if off == file_len {
+                    None
+                } else {
+                    Some("torn entry header")
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let n = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
+        let pos = u64::from_le_bytes(h[8..16].try_into().expect("8"));
+        if n == 0 || n > MAX_RECORD || off + (ENTRY_HEADER + n) as u64 > file_len {
+            break Some("bad entry length");
+        }
+        rec.resize(n, 0);
+        r.read_exact(&mut rec)?;
+        if entry_crc(pos, &rec) != crc {
+            break Some("checksum mismatch");
+        }
+        if wire::count_records(&rec) != Ok(1) {
+            break Some("bad record framing");
+        }
+        if last.is_some_and(|l| pos <= l) || (last.is_none() && pos < base) {
+            break Some("position out of order");
+        }
+        if seg.entries.is_multiple_of(INDEX_EVERY) {
+            seg.index.push((pos, off));
+        }
+        seg.entries += 1;
+        seg.last = Some(pos);
+        last = Some(pos);
+        off += (ENTRY_HEADER + n) as u64;
+    };
+    drop(r);
+    if let Some(why) = why {
+        tracing::warn!(
+            segment = %path.display(),
+            valid = off,
+            dropped = file_len - off,
+            "{why}: truncating the segment after its last valid entry"
+        );
+        f.set_len(off)?;
+        f.sync_all()?;
+    }
+    seg.len = off;
+    Ok(seg)
+}
+
+fn load_meta(path: &Path) -> anyhow::Result<(StreamKey, Meta)> {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
+    let u = |v: &serde_json::Value| v.as_u64().context("bad number");
+    let arr = |name: &str, n: usize| -> anyhow::Result<Vec<u64>> {
+        let a = v[name].as_array().with_context(|| format!("no {name}"))?;
+        if a.len() != n {
+            bail!("bad {name}");
+        }
+        a.iter().map(u).collect()
+    };
+    let key = StreamKey {
+        node: v["node"].as_str().context("no node")?.to_string(),
+        pid: u32::try_from(u(&v["pid"])?)?,
+        start_time: u(&v["start_time"])?,
+        cpu: u32::try_from(u(&v["cpu"])?)?,
+    };
+    let c = arr("calibration", 4)?;
+    let r = arr("reader", 6)?;
+    let w = arr("writer", 5)?;
+    let meta = Meta {
+        calibration: Calibration {
+            raw0: c[0],
+            ns0: c[1],
+            raw1: c[2],
+            ns1: c[3],
+        },
+        closed: v["closed"].as_bool().unwrap_or(false),
+        reader: ReaderStats {
+            read: r[0],
+            torn: r[1],
+            corrupt: r[2],
+            gap: r[3],
+            resyncs: r[4],
+            skipped_bytes: r[5],
+        },
+        writer: WriterCounters {
+            written: w[0],
+            lost_full: w[1],
+            lost_too_big: w[2],
+            lost_no_ring: w[3],
+            lost_corrupt: w[4],
+        },
+        lost_gap: u(&v["lost_gap"]).unwrap_or(0),
+    };
+    Ok((key, meta))
+}
+
+/// Every stream of a data directory.
+pub struct Store {
+    root: PathBuf,
+    cfg: StoreConfig,
+    streams: Mutex<BTreeMap<StreamKey, Arc<Stream>>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Store {
+    /// Opens (creating it if needed) the data directory and recovers every stream.
+    pub fn open(cfg: StoreConfig) -> anyhow::Result<Store> {
+        let root = cfg.data_dir.join("streams");
+        fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create data directory {}", root.display()))?;
+        // Probe that we can write there.
+        let probe = root.join(".probe");
+        File::create(&probe)
+            .with_context(|| format!("data directory {} is not writable", root.display()))?;
+        fs::remove_file(&probe).ok();
+        let mut streams = BTreeMap::new();
+        for e in fs::read_dir(&root).with_context(|| format!("listing {}", root.display()))? {
+            let e = e?;
+            if !e.file_type()?.is_dir() {
+                continue;
+            }
+            match Stream::open(e.path(), cfg.clone()) {
+                Ok(s) => {
+                    tracing::info!(dir = %e.path().display(), first = s.first(), next = s.next(), "recovered stream");
+                    streams.insert(s.key.clone(), Arc::new(s));
+                }
+                Err(err) => {
+                    tracing::error!(dir = %e.path().display(), "skipping unreadable stream: {err:#}");
+                }
+            }
+        }
+        Ok(Store {
+            root,
+            cfg,
+            streams: Mutex::new(streams),
+            changed: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<StreamKey, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream of `key`, created with `cal` if new; an existing stream's
+    /// calibration is updated to `cal`.
+    pub fn open_stream(&self, key: &StreamKey, cal: Calibration) -> anyhow::Result<Arc<Stream>> {
+        let mut m = self.map();
+        if let Some(s) = m.get(key) {
+            let s = s.clone();
+            drop(m);
+            if s.meta().calibration != cal {
+                s.update_meta(|meta| meta.calibration = cal)?;
+            }
+            return Ok(s);
+        }
+        let s = Arc::new(Stream::create(
+            key.clone(),
+            self.root.join(dir_name(key)),
+            self.cfg.clone(),
+            cal,
+        )?);
+        m.insert(key.clone(), s.clone());
+        drop(m);
+        self.notify();
+        Ok(s)
+    }
+
+    /// The stream of `key`, if held.
+    pub fn get(&self, key: &StreamKey) -> Option<Arc<Stream>> {
+        self.map().get(key).cloned()
+    }
+
+    /// Every stream, in key order.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// Tells watchers that something changed (records appended, stream created).
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver woken by [`Store::notify`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// fsyncs every stream.
+    pub fn sync_all(&self) -> anyhow::Result<()> {
+        for s in self.streams() {
+            s.sync()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

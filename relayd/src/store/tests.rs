@@ -1,0 +1,235 @@
+use super::*;
+use crate::testutil::{record_at, records};
+
+fn key(cpu: u32) -> StreamKey {
+    StreamKey {
+        node: "node/1 é".into(),
+        pid: 42,
+        start_time: 777,
+        cpu,
+    }
+}
+
+fn cal() -> Calibration {
+    Calibration {
+        raw0: 1,
+        ns0: 2,
+        raw1: 3,
+        ns1: 4,
+    }
+}
+
+fn cfg(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir)
+}
+
+fn read_all(s: &Stream, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let batch = s.read(at, 1000).unwrap();
+        let Some(last) = batch.last() else { break };
+        at = last.0 + 1;
+        out.extend(batch);
+    }
+    out
+}
+
+fn expect(from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
+    (from..to).map(|p| (p, record_at(p))).collect()
+}
+
+#[test]
+fn crc32_matches_the_reference() {
+    assert_eq!(crc32(0, b"123456789"), 0xCBF4_3926);
+    assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0xCBF4_3926);
+}
+
+#[test]
+fn write_read_back_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    let a = s.append(0, &records(0, 10)).unwrap();
+    assert_eq!((a.written, a.next, a.duplicates, a.gap), (10, 10, 0, 0));
+    let a = s.append(10, &records(10, 25)).unwrap();
+    assert_eq!(a.next, 25);
+    assert_eq!(read_all(&s, 0), expect(0, 25));
+    assert_eq!(s.summary().first, 0);
+    drop((s, store));
+
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(0)).expect("recovered");
+    assert_eq!(s.next(), 25);
+    assert_eq!(s.meta().calibration, cal());
+    assert_eq!(read_all(&s, 0), expect(0, 25));
+    // Appending after a reopen continues the stream.
+    s.append(25, &records(25, 30)).unwrap();
+    assert_eq!(read_all(&s, 20), expect(20, 30));
+}
+
+#[test]
+fn duplicates_are_skipped_and_gaps_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 10)).unwrap();
+    let a = s.append(5, &records(5, 15)).unwrap();
+    assert_eq!((a.written, a.duplicates, a.next), (5, 5, 15));
+    let a = s.append(0, &records(0, 3)).unwrap();
+    assert_eq!((a.written, a.duplicates, a.next), (0, 3, 15));
+    let a = s.append(20, &records(20, 22)).unwrap();
+    assert_eq!((a.written, a.gap, a.next), (2, 5, 22));
+    assert_eq!(s.meta().lost_gap, 5);
+    let mut want = expect(0, 15);
+    want.extend(expect(20, 22));
+    assert_eq!(read_all(&s, 0), want);
+    assert_eq!(read_all(&s, 16), expect(20, 22));
+    drop((s, store));
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(0)).unwrap();
+    assert_eq!((s.next(), s.meta().lost_gap), (22, 5));
+    assert_eq!(read_all(&s, 0), want);
+}
+
+#[test]
+fn torn_tail_is_truncated_to_the_valid_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 40)).unwrap();
+    let seg = s.lock().segments[0].path.clone();
+    let valid = fs::metadata(&seg).unwrap().len();
+    drop((s, store));
+
+    // Cases: garbage, a header promising more than is there, a half entry
+    // with a bad checksum.
+    let mut half = Vec::new();
+    let rec = record_at(40);
+    half.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+    half.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    half.extend_from_slice(&40u64.to_le_bytes());
+    half.extend_from_slice(&rec);
+    let tails: Vec<Vec<u8>> = vec![
+        vec![0xA5; 37],
+        half[..20].to_vec(),
+        half.clone(),
+        vec![1, 2, 3],
+    ];
+    for tail in tails {
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&tail).unwrap();
+        drop(f);
+        let store = Store::open(cfg(dir.path())).unwrap();
+        let s = store.get(&key(0)).unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), valid);
+        assert_eq!(s.next(), 40);
+        assert_eq!(read_all(&s, 0), expect(0, 40));
+    }
+    // A corrupted byte inside an entry drops it and everything after it.
+    let mut bytes = fs::read(&seg).unwrap();
+    let entry = ENTRY_HEADER + record_at(0).len();
+    bytes[10 * entry + ENTRY_HEADER + 20] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(0)).unwrap();
+    assert_eq!(s.next(), 10);
+    assert_eq!(read_all(&s, 0), expect(0, 10));
+    // And the stream carries on from there.
+    s.append(10, &records(10, 12)).unwrap();
+    assert_eq!(read_all(&s, 0), expect(0, 12));
+}
+
+#[test]
+fn segments_roll_and_retention_deletes_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = (ENTRY_HEADER + record_at(0).len()) as u64;
+    let mut c = cfg(dir.path());
+    c.segment_size = 10 * entry; // ten entries per segment
+    c.retain_bytes = 35 * entry;
+    let store = Store::open(c.clone()).unwrap();
+    let s = store.open_stream(&key(1), cal()).unwrap();
+    for i in 0..10 {
+        s.append(i * 10, &records(i * 10, i * 10 + 10)).unwrap();
+    }
+    // 100 records in 10 segments, only the newest 3 (≤ 35 entries) kept.
+    assert_eq!(s.segment_count(), 3);
+    assert!(s.size() <= c.retain_bytes);
+    let sum = s.summary();
+    assert_eq!((sum.first, sum.next), (70, 100));
+    assert_eq!(read_all(&s, 0), expect(70, 100));
+    let files = fs::read_dir(&s.dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert_eq!(files, 3);
+    drop((s, store));
+    let store = Store::open(c).unwrap();
+    let s = store.get(&key(1)).unwrap();
+    assert_eq!((s.first(), s.next()), (70, 100));
+}
+
+#[test]
+fn seek_by_position_across_segments_and_index_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = (ENTRY_HEADER + record_at(0).len()) as u64;
+    let mut c = cfg(dir.path());
+    c.segment_size = 300 * entry;
+    let store = Store::open(c.clone()).unwrap();
+    let s = store.open_stream(&key(2), cal()).unwrap();
+    s.append(0, &records(0, 1000)).unwrap();
+    assert_eq!(s.segment_count(), 4);
+    for p in [0, 1, 63, 64, 65, 299, 300, 301, 640, 999] {
+        let got = s.read(p, 1).unwrap();
+        assert_eq!(got, expect(p, p + 1), "position {p}");
+    }
+    assert!(s.read(1000, 1).unwrap().is_empty());
+    assert_eq!(
+        s.read(250, 100 * record_at(0).len()).unwrap(),
+        expect(250, 350)
+    );
+    drop((s, store));
+    let store = Store::open(c).unwrap();
+    let s = store.get(&key(2)).unwrap();
+    assert_eq!(s.read(777, 1).unwrap(), expect(777, 778));
+}
+
+#[test]
+fn metadata_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(3), cal()).unwrap();
+    s.update_meta(|m| {
+        m.closed = true;
+        m.reader.read = 9;
+        m.writer.lost_full = 4;
+    })
+    .unwrap();
+    drop((s, store));
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(3)).unwrap();
+    let m = s.meta();
+    assert!(m.closed);
+    assert_eq!((m.reader.read, m.writer.lost_full), (9, 4));
+    assert_eq!(s.key(), &key(3));
+}
+
+#[test]
+fn unusable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let err = Store::open(cfg(&file))
+        .err()
+        .expect("a file is no data dir");
+    assert!(
+        format!("{err:#}").contains("cannot create data directory"),
+        "{err:#}"
+    );
+}

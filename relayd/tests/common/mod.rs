@@ -1,0 +1,251 @@
+//! A fake consumer and reader speaking the wire protocol, and a relay on port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use blkkin::ring::header::Calibration;
+use blkkin::wire::{self, Frame, FrameBuffer, Role, StreamKey};
+use blkkin_relayd::store::split_records;
+use blkkin_relayd::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use blkkin_relayd::testutil::{record_at, records};
+
+/// Longest any single step of a test may wait.
+pub const STEP: Duration = Duration::from_secs(4);
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Relay {
+    pub async fn start(dir: &Path) -> Relay {
+        Relay::start_with(dir, |_| {}).await
+    }
+
+    pub async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Relay {
+        let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), dir);
+        tweak(&mut cfg);
+        let server = Server::bind(cfg).await.expect("relay starts");
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Relay {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown; waits for it.
+    pub async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).ok();
+        tokio::time::timeout(STEP, self.task.take().unwrap())
+            .await
+            .expect("relay stops in time")
+            .expect("relay task")
+            .expect("relay result");
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+pub fn key(node: &str, cpu: u32) -> StreamKey {
+    StreamKey {
+        node: node.into(),
+        pid: 1234,
+        start_time: 5678,
+        cpu,
+    }
+}
+
+pub fn cal() -> Calibration {
+    Calibration {
+        raw0: 10,
+        ns0: 20,
+        raw1: 30,
+        ns1: 40,
+    }
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    fb: FrameBuffer,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let sock = TcpStream::connect(addr).await.expect("connect");
+        sock.set_nodelay(true).unwrap();
+        Client {
+            sock,
+            fb: FrameBuffer::new(wire::DEFAULT_MAX_FRAME),
+        }
+    }
+
+    /// Connects and says Hello as `role`; checks the Welcome.
+    pub async fn hello(addr: SocketAddr, role: Role) -> Client {
+        let mut c = Client::connect(addr).await;
+        c.send(&Frame::Hello {
+            version: wire::VERSION,
+            role,
+            name: "test".into(),
+        })
+        .await;
+        match c.recv().await {
+            Some(Frame::Welcome { version, .. }) => assert_eq!(version, wire::VERSION),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn send(&mut self, f: &Frame) {
+        let mut b = Vec::new();
+        f.encode(&mut b);
+        self.sock.write_all(&b).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, b: &[u8]) {
+        self.sock.write_all(b).await.expect("send");
+    }
+
+    /// The next frame, None at end of stream (or a reset).
+    pub async fn recv(&mut self) -> Option<Frame> {
+        tokio::time::timeout(STEP, self.recv_inner())
+            .await
+            .expect("a frame or a close in time")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Frame> {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(f) = self.fb.next_frame().expect("relay sends valid frames") {
+                return Some(f);
+            }
+            match self.sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.fb.extend(&buf[..n]),
+            }
+        }
+    }
+
+    /// Opens a stream and returns the relay's next position for it.
+    pub async fn open(&mut self, handle: u32, key: &StreamKey) -> u64 {
+        self.send(&Frame::OpenStream {
+            handle,
+            key: key.clone(),
+            calibration: cal(),
+        })
+        .await;
+        self.ack(handle).await
+    }
+
+    pub async fn ack(&mut self, handle: u32) -> u64 {
+        match self.recv().await {
+            Some(Frame::Ack { handle: h, next }) => {
+                assert_eq!(h, handle);
+                next
+            }
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+
+    /// Sends records `from..to` and returns the acknowledged next position.
+    pub async fn push(&mut self, handle: u32, from: u64, to: u64) -> u64 {
+        self.send(&Frame::Records {
+            handle,
+            first: from,
+            records: records(from, to),
+        })
+        .await;
+        self.ack(handle).await
+    }
+
+    /// Expects an Error frame with `code` and then the close.
+    pub async fn expect_error_close(&mut self, code: wire::ErrorCode) {
+        match self.recv().await {
+            Some(Frame::Error { code: c, .. }) => assert_eq!(c, code),
+            other => panic!("expected Error {code:?}, got {other:?}"),
+        }
+        assert_eq!(self.recv().await, None, "closed after the Error");
+    }
+}
+
+/// What a reader received: per handle, the key and (position, record) in arrival order.
+#[derive(Default, Debug)]
+pub struct Received {
+    pub streams: Vec<(u32, StreamKey)>,
+    pub records: Vec<(u32, u64, Vec<u8>)>,
+}
+
+impl Received {
+    pub fn handle_of(&self, key: &StreamKey) -> Option<u32> {
+        self.streams.iter().find(|(_, k)| k == key).map(|(h, _)| *h)
+    }
+
+    pub fn positions(&self, key: &StreamKey) -> Vec<u64> {
+        let Some(h) = self.handle_of(key) else {
+            return Vec::new();
+        };
+        self.records
+            .iter()
+            .filter(|r| r.0 == h)
+            .map(|r| r.1)
+            .collect()
+    }
+
+    /// Checks every record of `key` is the one built for its position.
+    pub fn check_contents(&self, key: &StreamKey) {
+        let h = self.handle_of(key).expect("announced");
+        for (_, pos, rec) in self.records.iter().filter(|r| r.0 == h) {
+            assert_eq!(rec, &record_at(*pos), "record at {pos}");
+        }
+    }
+}
+
+/// Reads frames until `done` says so.
+pub async fn read_until(c: &mut Client, got: &mut Received, done: impl Fn(&Received) -> bool) {
+    while !done(got) {
+        match c.recv().await {
+            Some(Frame::Announce {
+                handle,
+                key,
+                calibration,
+            }) => {
+                assert_eq!(calibration, cal());
+                assert!(got.handle_of(&key).is_none(), "announced once");
+                got.streams.push((handle, key));
+            }
+            Some(Frame::Records {
+                handle,
+                first,
+                records,
+            }) => {
+                assert!(got.streams.iter().any(|s| s.0 == handle), "announced first");
+                for (i, r) in split_records(&records).into_iter().enumerate() {
+                    got.records.push((handle, first + i as u64, r.to_vec()));
+                }
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+pub fn range(from: u64, to: u64) -> Vec<u64> {
+    (from..to).collect()
+}
