@@ -94,29 +94,9 @@ fn traced_program_to_live_reader_exactly_once() {
     let port = free_port();
     let _relay = start_relay(&tmp.path().join("relay"), port);
     let relay = format!("127.0.0.1:{port}");
-    let _consumer = Daemon(
-        Command::new(bin("blkkin-consumerd"))
-            .args(["--relay", &relay, "--node", "node-a", "--dir"])
-            .arg(&rings)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _consumer = start_consumer(&rings, &relay);
     let n = 200; // requests; 6 annotations each
-    let mut tail = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_blkkin"))
-            .args([
-                "tail",
-                "--json",
-                "--from-oldest",
-                "--count",
-                &(n * 6).to_string(),
-                &relay,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tail = start_tail(&relay, n * 6);
     let libs = common::lib_dir(tmp.path());
     let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
     let requests = common::run_traced(&exe, &[&n.to_string()], &rings, &[]);
@@ -139,6 +119,24 @@ fn traced_program_to_live_reader_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `blkkin tail --json --from-oldest`, exiting after `count` annotations.
+fn start_tail(relay: &str, count: usize) -> Daemon {
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_blkkin"))
+            .args([
+                "tail",
+                "--json",
+                "--from-oldest",
+                "--count",
+                &count.to_string(),
+                relay,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn start_consumer(rings: &Path, relay: &str) -> Daemon {
@@ -189,20 +187,7 @@ fn kill_9_of_consumer_and_relay_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(150));
     relay_d = start_relay(&data, port);
     assert!(writer.wait().unwrap().success());
-    let mut tail = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_blkkin"))
-            .args([
-                "tail",
-                "--json",
-                "--from-oldest",
-                "--count",
-                &(n * 6).to_string(),
-                &relay,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tail = start_tail(&relay, n * 6);
     let lines = tail_lines(&mut tail, Duration::from_secs(60));
     assert_eq!(lines.len(), n * 6, "every annotation reached the reader");
     drop((consumer, relay_d));
