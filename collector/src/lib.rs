@@ -1,0 +1,4 @@
+//! `blkkin-collector`: reads relays live, assembles Dapper annotations into
+//! Zipkin spans and delivers them to sinks (see docs/ARCHITECTURE.md).
+
+pub mod model;
