@@ -11,6 +11,8 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+mod workload;
+
 #[derive(Parser)]
 #[command(
     name = "blkkin",
@@ -69,6 +71,15 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Run the sample workload: a traced storage stack of four processes.
+    ///
+    /// client → volume → mapper → blocker, separate processes over sockets,
+    /// instrumented only through the C API (zipkin_c.h) and passing packed
+    /// trace info with each request; every 10th request is slow and every
+    /// 25th fails with EIO. Its annotations land in the ring directory
+    /// ($BLKIN_SHM_DIR or /dev/shm/blkin-<uid>) like any traced daemon's.
+    /// Every request is traced unless BLKIN_RATE is set.
+    Workload(workload::WorkloadArgs),
     /// Remove the ring files of processes that have exited.
     ///
     /// A running consumer daemon does this by itself after draining; without
@@ -258,6 +269,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dump { dir, json, consume } => dump(dir, json, consume),
         Command::Clean { dir, dry_run } => clean(dir, dry_run),
+        Command::Workload(args) => workload::run(&args),
         Command::Tail {
             relay,
             json,
