@@ -11,6 +11,7 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+mod up;
 mod workload;
 
 #[derive(Parser)]
@@ -71,6 +72,13 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Run the node stack in one process until Ctrl-C: relay and consumer.
+    ///
+    /// The consumer drains every ring of the ring directory (processes
+    /// started before or after) into the relay, which persists the streams
+    /// and serves live readers (`blkkin tail ADDR`). Ctrl-C drains the rings,
+    /// waits for the relay's acknowledgements, then stops.
+    Up(up::StackArgs),
     /// Run the sample workload: a traced storage stack of four processes.
     ///
     /// client → volume → mapper → blocker, separate processes over sockets,
@@ -96,7 +104,7 @@ enum Command {
     },
 }
 
-fn ring_dir(dir: Option<PathBuf>) -> PathBuf {
+pub(crate) fn ring_dir(dir: Option<PathBuf>) -> PathBuf {
     dir.or_else(|| {
         std::env::var_os("BLKIN_SHM_DIR")
             .filter(|v| !v.is_empty())
@@ -270,6 +278,7 @@ fn main() -> ExitCode {
         Command::Dump { dir, json, consume } => dump(dir, json, consume),
         Command::Clean { dir, dry_run } => clean(dir, dry_run),
         Command::Workload(args) => workload::run(&args),
+        Command::Up(args) => up::up(&args),
         Command::Tail {
             relay,
             json,

@@ -1,0 +1,191 @@
+//! `blkkin up`: the whole node stack in one process — relay, consumer
+//! (and, with the collector, span assembly and the embedded store) — each
+//! on threads of its own, stopped in pipeline order on Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+/// Options shared by `blkkin up` and `blkkin demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// Ring directory to drain [default: $BLKIN_SHM_DIR or /dev/shm/blkin-<uid>].
+    #[arg(long, value_name = "DIR")]
+    pub ring_dir: Option<PathBuf>,
+    /// Where the relay keeps its streams [default: $XDG_STATE_HOME/blkkin or
+    /// ~/.local/state/blkkin].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the relay (consumers and live readers such as `blkkin tail`).
+    #[arg(long, default_value = "127.0.0.1:7420", value_name = "ADDR")]
+    pub relay_listen: SocketAddr,
+}
+
+impl StackArgs {
+    /// The ring directory, resolved as the library resolves it.
+    pub fn ring_dir(&self) -> PathBuf {
+        crate::ring_dir(self.ring_dir.clone())
+    }
+
+    /// The state directory.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".local/state"))
+            })
+            .ok_or_else(|| anyhow!("neither XDG_STATE_HOME nor HOME is set: pass --data-dir"))?;
+        Ok(base.join("blkkin"))
+    }
+}
+
+/// A running node stack.
+pub struct Stack {
+    relay_addr: SocketAddr,
+    relay_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    relay: Option<JoinHandle<anyhow::Result<()>>>,
+    consumer_stop: Arc<AtomicBool>,
+    consumer: Option<JoinHandle<anyhow::Result<blkkin_consumerd::Stats>>>,
+}
+
+impl Stack {
+    /// Starts the relay, then the consumer draining into it.
+    pub fn start(args: &StackArgs) -> anyhow::Result<Stack> {
+        let data_dir = args.data_dir()?;
+        let relay_dir = data_dir.join("relay");
+        std::fs::create_dir_all(&relay_dir)
+            .with_context(|| format!("creating {}", relay_dir.display()))?;
+        let cfg = blkkin_relayd::Config::new(args.relay_listen, &relay_dir);
+        let (relay_addr, relay_stop, relay) = start_relay(cfg)?;
+
+        let consumer_stop = Arc::new(AtomicBool::new(false));
+        let ccfg = blkkin_consumerd::Config::new(args.ring_dir(), relay_addr.to_string());
+        let stop = consumer_stop.clone();
+        let consumer = std::thread::Builder::new()
+            .name("consumer".into())
+            .spawn(move || blkkin_consumerd::Consumer::new(ccfg).run(&stop, Duration::from_secs(5)))
+            .context("starting the consumer thread")?;
+        Ok(Stack {
+            relay_addr,
+            relay_stop: Some(relay_stop),
+            relay: Some(relay),
+            consumer_stop,
+            consumer: Some(consumer),
+        })
+    }
+
+    /// Where the relay listens.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay_addr
+    }
+
+    /// Stops in pipeline order: the consumer drains what is in the rings and
+    /// waits for the relay's acknowledgements, then the relay shuts down.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.consumer_stop.store(true, Ordering::Relaxed);
+        let consumed = join("consumer", self.consumer.take());
+        if let Some(tx) = self.relay_stop.take() {
+            let _ = tx.send(());
+        }
+        let relayed = join("relay", self.relay.take());
+        consumed?;
+        relayed
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.consumer_stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.relay_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn join<T>(what: &str, h: Option<JoinHandle<anyhow::Result<T>>>) -> anyhow::Result<()> {
+    match h.map(JoinHandle::join) {
+        None | Some(Ok(Ok(_))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e.context(format!("the {what} failed"))),
+        Some(Err(_)) => Err(anyhow!("the {what} thread panicked")),
+    }
+}
+
+type RelayHandle = (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    JoinHandle<anyhow::Result<()>>,
+);
+
+/// Runs the relay on a small runtime of its own; returns once it listens.
+fn start_relay(cfg: blkkin_relayd::Config) -> anyhow::Result<RelayHandle> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("relay")
+        .enable_all()
+        .build()
+        .context("starting the relay's runtime")?;
+    let listen = cfg.listen;
+    let server = rt
+        .block_on(blkkin_relayd::Server::bind(cfg))
+        .with_context(|| format!("starting the relay on {listen}"))?;
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || {
+            rt.block_on(server.run(async {
+                let _ = rx.await;
+            }))
+        })
+        .context("starting the relay thread")?;
+    Ok((addr, tx, handle))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT/SIGTERM request a clean stop (see [`stop_requested`]).
+pub fn install_stop_handler() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// True once Ctrl-C or SIGTERM arrived.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// `blkkin up`: runs the stack until Ctrl-C.
+pub fn up(args: &StackArgs) -> anyhow::Result<std::process::ExitCode> {
+    install_stop_handler();
+    let stack = Stack::start(args)?;
+    eprintln!(
+        "blkkin up: draining {} · relay on {} (blkkin tail {}) · Ctrl-C stops",
+        args.ring_dir().display(),
+        stack.relay_addr(),
+        stack.relay_addr()
+    );
+    while !stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("blkkin up: stopping (draining the rings first)");
+    stack.stop()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
