@@ -32,6 +32,38 @@ struct Cli {
     /// Seconds to wait for the last acknowledgements when stopping.
     #[arg(long, default_value_t = 5)]
     drain_timeout: u64,
+    /// Seconds without sending anything after which a heartbeat is sent
+    /// [default: a third of the idle timeout the relay announces].
+    #[arg(long, value_name = "SECS")]
+    heartbeat: Option<f64>,
+    /// Log format on stderr (the level is set by $BLKKIN_LOG or $RUST_LOG,
+    /// e.g. "debug"; default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLKKIN_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -48,6 +80,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -66,23 +99,31 @@ fn main() -> ExitCode {
         cfg.node = node;
     }
     cfg.max_unacked = cli.max_unacked;
-    eprintln!(
-        "blkkin-consumerd: draining {} to relay {} as node {}",
-        dir.display(),
-        cli.relay,
-        cfg.node
-    );
+    if let Some(h) = cli.heartbeat {
+        match Duration::try_from_secs_f64(h) {
+            Ok(d) if !d.is_zero() => cfg.heartbeat = Some(d),
+            _ => {
+                tracing::error!("invalid --heartbeat {h}: a positive number of seconds");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tracing::info!(dir = %dir.display(), relay = %cli.relay, node = %cfg.node, "draining");
     let mut consumer = Consumer::new(cfg);
     match consumer.run(&STOP, Duration::from_secs(cli.drain_timeout)) {
         Ok(s) => {
-            eprintln!(
-                "blkkin-consumerd: stopped: {} records read, {} acknowledged, {} connections, {} batches re-sent",
-                s.records, s.acked, s.connects, s.resent
+            tracing::info!(
+                records = s.records,
+                acked = s.acked,
+                connects = s.connects,
+                resent = s.resent,
+                buffer_full = s.buffer_full,
+                "stopped"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("blkkin-consumerd: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }

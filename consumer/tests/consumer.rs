@@ -91,6 +91,7 @@ fn serve(sock: TcpStream, seen: &mut Seen, ack: bool, max_batches: Option<usize>
                     Frame::Welcome {
                         version: VERSION,
                         name: "fake".into(),
+                        idle_timeout_ms: 0,
                     }
                     .encode(&mut out);
                     sock.write_all(&out).unwrap();

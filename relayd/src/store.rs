@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use blkkin::ring::header::Calibration;
 use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
-use blkkin::wire::{self, StreamKey, StreamSummary};
+use blkkin::wire::{self, StreamCounters, StreamKey, StreamSummary};
 use serde_json::json;
 
 use crate::config::{FsyncPolicy, StoreConfig};
@@ -108,6 +108,17 @@ pub struct Meta {
     pub writer: WriterCounters,
     /// Records the relay never received (position gaps in what consumers sent).
     pub lost_gap: u64,
+}
+
+impl Meta {
+    /// The loss counters readers are sent.
+    pub fn counters(&self) -> StreamCounters {
+        StreamCounters {
+            reader: self.reader,
+            writer: self.writer,
+            relay_gap: self.lost_gap,
+        }
+    }
 }
 
 struct Inner {
