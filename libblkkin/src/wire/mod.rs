@@ -73,6 +73,7 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StreamSummary {
     /// The stream.
+    #[serde(flatten)]
     pub key: StreamKey,
     /// Position of the oldest record held (retention may have dropped older).
     pub first: u64,

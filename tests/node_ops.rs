@@ -1,0 +1,165 @@
+//! Operating the per-node pair: `blkkin status` end to end, and graceful
+//! shutdown of the consumer on SIGTERM/SIGINT.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemons::*;
+
+#[test]
+fn status_shows_streams_rates_consumers_and_readers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rings = tmp.path().join("rings");
+    std::fs::create_dir_all(&rings).unwrap();
+    let port = free_port();
+    let relay = format!("127.0.0.1:{port}");
+    let _relay_d = start_relay(&tmp.path().join("relay"), port);
+    let _consumer = start_consumer(&rings, &relay);
+    let n = 100; // requests, 6 annotations each, in two processes
+    let libs = common::lib_dir(tmp.path());
+    let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
+    common::run_traced(&exe, &[&n.to_string()], &rings, &[]);
+
+    // The consumer reports its counters to the relay, which shows them.
+    let s = wait_for_status(&relay, Duration::from_secs(20), |s| {
+        s["consumers"][0]["consumer"]["acked"] == n * 6
+    });
+    let c = &s["consumers"][0];
+    assert_eq!(c["name"], "node-a");
+    assert_eq!(c["consumer"]["records"], n * 6);
+    assert_eq!(c["consumer"]["connects"], 1);
+    assert_eq!(c["consumer"]["buffer_full"], 0);
+    assert_eq!(c["consumer"]["buffer_limit"], 64 << 20);
+    let streams = s["streams"].as_array().unwrap();
+    let pids: std::collections::BTreeSet<u64> =
+        streams.iter().map(|s| s["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "client and server process: {s:#}");
+    let held: u64 = streams
+        .iter()
+        .map(|s| s["next"].as_u64().unwrap() - s["first"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, n * 6);
+    assert!(streams.iter().all(|s| s["node"] == "node-a"));
+    assert!(streams.iter().all(|s| s["counters"]["relay_gap"] == 0));
+    assert_eq!(
+        s["readers"].as_array().unwrap().len(),
+        0,
+        "itself not listed"
+    );
+
+    // A reader is listed; rates come from two samples.
+    let mut tail = start_tail(&relay, None);
+    let _out = TailOutput::collect(&mut tail);
+    let s = wait_for_status(&relay, Duration::from_secs(10), |s| {
+        s["readers"].as_array().unwrap().len() == 1
+    });
+    assert!(s["readers"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("blkkin-tail-"));
+    let s = status_json(&relay, Some("0.2"));
+    for st in s["streams"].as_array().unwrap() {
+        assert_eq!(st["rate"], 0.0, "nothing new is recorded: {st}");
+    }
+
+    // The text form names the same things.
+    let out = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["status", "--interval", "0.1", &relay])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "consumers (1):",
+        "readers (1):",
+        "streams (",
+        "node-a",
+        &format!("acknowledged {}", n * 6),
+        "reconnects 0",
+        "rec/s",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+
+    // An unreachable relay is a clear error.
+    drop(_relay_d);
+    let out = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["status", &relay])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to relay"), "{err}");
+}
+
+/// Records waiting in the rings of exited writers when the consumer is told
+/// to stop are drained, acknowledged and their rings removed before it exits.
+fn stop_drains_and_flushes(signal: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rings = tmp.path().join("rings");
+    std::fs::create_dir_all(&rings).unwrap();
+    let port = free_port();
+    let relay = format!("127.0.0.1:{port}");
+    let _relay_d = start_relay(&tmp.path().join("relay"), port);
+    let n = 2000;
+    let libs = common::lib_dir(tmp.path());
+    let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
+    common::run_traced(
+        &exe,
+        &[&n.to_string()],
+        &rings,
+        &[("BLKIN_RING_SIZE", "4M")],
+    );
+
+    let mut consumer = start_consumer_logged(&rings, &relay, true);
+    let logs = consumer.stderr_lines();
+    // Signalled at once, before it could have drained everything.
+    std::thread::sleep(Duration::from_millis(20));
+    consumer.signal(signal);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = consumer.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "consumer did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<String> = logs.try_iter().collect();
+    assert!(status.success(), "{status:?}: {lines:#?}");
+    let stopped = lines
+        .iter()
+        .find(|l| l.contains("stopped"))
+        .unwrap_or_else(|| panic!("no final line: {lines:#?}"));
+    assert!(
+        stopped.contains(&format!("acked={}", n * 6)),
+        "everything acknowledged: {stopped}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&rings).unwrap().count(),
+        0,
+        "drained rings of exited writers removed"
+    );
+    let s = status_json(&relay, None);
+    let held: u64 = s["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["next"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, n as u64 * 6, "the relay holds every record");
+}
+
+#[test]
+fn consumer_sigterm_drains_flushes_and_exits_cleanly() {
+    stop_drains_and_flushes(libc::SIGTERM);
+}
+
+#[test]
+fn consumer_sigint_drains_flushes_and_exits_cleanly() {
+    stop_drains_and_flushes(libc::SIGINT);
+}
