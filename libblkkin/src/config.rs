@@ -68,6 +68,26 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Parses durations such as `500ms`, `45s`, `30m`, `12h`, `7d` or a plain
+/// number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let secs_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    std::time::Duration::try_from_secs_f64(n * secs_per_unit).ok()
+}
+
 impl Config {
     /// Reads the environment through `get`; returns the config and warnings.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
@@ -232,6 +252,20 @@ mod tests {
         assert!(w[0].contains("BLKIN_RING_SIZE"));
         assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
         assert_eq!(c.sampling.rate, 1);
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 45s "), Some(Duration::from_secs(45)));
+        for bad in ["", "x", "7w", "-1s", "1..2h", "h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct StoreConfig {
     pub segment_size: u64,
     /// Oldest segments of a stream are deleted while the stream holds more (0: keep all).
     pub retain_bytes: u64,
+    /// Segments whose newest record is older than this are deleted (None: keep all).
+    pub retain_age: Option<Duration>,
     /// fsync policy.
     pub fsync: FsyncPolicy,
 }
@@ -35,6 +37,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             segment_size: 64 << 20,
             retain_bytes: 0,
+            retain_age: None,
             fsync: FsyncPolicy::Batch,
         }
     }

@@ -33,6 +33,11 @@ struct Cli {
     #[arg(long, default_value = "0", value_parser = parse_size)]
     retain_bytes: u64,
 
+    /// Delete a stream's segments once their newest record is older than this
+    /// (e.g. 7d, 12h, 30m; default: keep them).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    retain_age: Option<Duration>,
+
     /// When to fsync: never, batch (before acknowledging each received batch), always (every record).
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Batch)]
     fsync: FsyncPolicy,
@@ -68,6 +73,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?} (examples: 4096, 64M, 1G)"))
 }
 
+fn parse_age(s: &str) -> Result<Duration, String> {
+    blkkin::config::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid age {s:?} (examples: 7d, 12h, 30m, 90s)"))
+}
+
 fn seconds(what: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{what} {v}"))
 }
@@ -98,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir: cli.data_dir,
             segment_size: cli.segment_size,
             retain_bytes: cli.retain_bytes,
+            retain_age: cli.retain_age,
             fsync: cli.fsync,
         },
         max_frame,

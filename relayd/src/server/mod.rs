@@ -90,10 +90,22 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
+        let period = self.shared.store.retention_period();
+        let mut retention = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(addr = %self.local_addr(), "listening");
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = retention.tick(), if period.is_some() => {
+                    let store = self.shared.store.clone();
+                    match tokio::task::spawn_blocking(move || store.retain_by_age()).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(segments = n, "age retention removed old segments"),
+                        Ok(Err(e)) => tracing::error!("age retention: {e:#}"),
+                        Err(e) => tracing::error!("age retention task failed: {e}"),
+                    }
+                }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 r = self.listener.accept() => match r {
                     Ok((sock, peer)) => {
