@@ -10,17 +10,12 @@ use common::daemons::*;
 
 #[test]
 fn status_shows_streams_rates_consumers_and_readers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let rings = tmp.path().join("rings");
-    std::fs::create_dir_all(&rings).unwrap();
-    let port = free_port();
-    let relay = format!("127.0.0.1:{port}");
-    let _relay_d = start_relay(&tmp.path().join("relay"), port);
-    let _consumer = start_consumer(&rings, &relay);
+    let node = Node::start();
+    let relay = node.relay.clone();
+    let _consumer = start_consumer(&node.rings, &relay);
     let n = 100; // requests, 6 annotations each, in two processes
-    let libs = common::lib_dir(tmp.path());
-    let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
-    common::run_traced(&exe, &[&n.to_string()], &rings, &[]);
+    let exe = node.compile("pingpong.c");
+    common::run_traced(&exe, &[&n.to_string()], &node.rings, &[]);
 
     // The consumer reports its counters to the relay, which shows them.
     let s = wait_for_status(&relay, Duration::from_secs(20), |s| {
@@ -84,7 +79,7 @@ fn status_shows_streams_rates_consumers_and_readers() {
     }
 
     // An unreachable relay is a clear error.
-    drop(_relay_d);
+    drop(node);
     let out = Command::new(env!("CARGO_BIN_EXE_blkkin"))
         .args(["status", &relay])
         .output()
@@ -97,23 +92,13 @@ fn status_shows_streams_rates_consumers_and_readers() {
 /// Records waiting in the rings of exited writers when the consumer is told
 /// to stop are drained, acknowledged and their rings removed before it exits.
 fn stop_drains_and_flushes(signal: i32) {
-    let tmp = tempfile::tempdir().unwrap();
-    let rings = tmp.path().join("rings");
-    std::fs::create_dir_all(&rings).unwrap();
-    let port = free_port();
-    let relay = format!("127.0.0.1:{port}");
-    let _relay_d = start_relay(&tmp.path().join("relay"), port);
+    let node = Node::start();
+    let (rings, relay) = (&node.rings, node.relay.as_str());
     let n = 2000;
-    let libs = common::lib_dir(tmp.path());
-    let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
-    common::run_traced(
-        &exe,
-        &[&n.to_string()],
-        &rings,
-        &[("BLKIN_RING_SIZE", "4M")],
-    );
+    let exe = node.compile("pingpong.c");
+    common::run_traced(&exe, &[&n.to_string()], rings, &[("BLKIN_RING_SIZE", "4M")]);
 
-    let mut consumer = start_consumer_logged(&rings, &relay, true);
+    let mut consumer = start_consumer_logged(rings, relay, true);
     let logs = consumer.stderr_lines();
     // Signalled at once, before it could have drained everything.
     std::thread::sleep(Duration::from_millis(20));
@@ -140,11 +125,11 @@ fn stop_drains_and_flushes(signal: i32) {
         "everything acknowledged: {stopped}"
     );
     assert_eq!(
-        std::fs::read_dir(&rings).unwrap().count(),
+        std::fs::read_dir(rings).unwrap().count(),
         0,
         "drained rings of exited writers removed"
     );
-    let s = status_json(&relay, None);
+    let s = status_json(relay, None);
     let held: u64 = s["streams"]
         .as_array()
         .unwrap()
@@ -162,4 +147,49 @@ fn consumer_sigterm_drains_flushes_and_exits_cleanly() {
 #[test]
 fn consumer_sigint_drains_flushes_and_exits_cleanly() {
     stop_drains_and_flushes(libc::SIGINT);
+}
+
+#[test]
+fn consumer_config_file_and_json_logs() {
+    let node = Node::start();
+    let (rings, relay) = (&node.rings, node.relay.as_str());
+    let conf = node.tmp.path().join("consumerd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "relay = {relay:?}\ndir = {:?}\nnode = \"from-file\"\nlog-format = \"json\"\n",
+            rings
+        ),
+    )
+    .unwrap();
+    let mut consumer = Daemon(
+        Command::new(bin("blkkin-consumerd"))
+            .args(["--config", conf.to_str().unwrap(), "--node", "from-cli"])
+            .env("BLKKIN_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = consumer.stderr_lines();
+    // The file's relay and the command line's node name.
+    let s = wait_for_status(relay, Duration::from_secs(10), |s| {
+        s["consumers"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(s["consumers"][0]["name"], "from-cli");
+    let first = logs
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(&first).expect("JSON log lines");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["fields"]["message"].is_string(), "{line}");
+
+    // An unknown key is refused, naming it.
+    std::fs::write(&conf, "relay = \"127.0.0.1:1\"\nbatch = 5\n").unwrap();
+    let out = Command::new(bin("blkkin-consumerd"))
+        .args(["--config", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `batch`"), "{err}");
 }

@@ -112,18 +112,11 @@ fn kill_9_of_consumer_and_relay_loses_and_duplicates_nothing() {
 /// Runs tests/c/stress.c: `procs` processes of `threads` threads, each
 /// process killing itself with SIGKILL once every thread recorded `kill`
 /// annotations (mid-burst).
-fn run_stress_killed(
-    tmp: &std::path::Path,
-    rings: &std::path::Path,
-    procs: u64,
-    threads: u64,
-    kill: u64,
-) {
-    let libs = common::lib_dir(tmp);
-    let exe = common::compile(tmp, &libs, "stress.c", "stress", false);
+fn run_stress_killed(node: &Node, procs: u64, threads: u64, kill: u64) {
+    let exe = node.compile("stress.c");
     let out = Command::new(&exe)
         .args([procs, threads, 10_000_000, kill].map(|n| n.to_string()))
-        .env("BLKIN_SHM_DIR", rings)
+        .env("BLKIN_SHM_DIR", &node.rings)
         .output()
         .unwrap();
     assert!(
@@ -143,20 +136,16 @@ fn run_stress_killed(
 fn kill_9_of_a_traced_process_mid_burst_counts_its_torn_records() {
     const PROCS: u64 = 2;
     const THREADS: u64 = 2;
-    let tmp = tempfile::tempdir().unwrap();
-    let rings = tmp.path().join("rings");
-    std::fs::create_dir_all(&rings).unwrap();
-    let port = free_port();
-    let relay = format!("127.0.0.1:{port}");
-    let _relay_d = start_relay(&tmp.path().join("relay"), port);
-    let _consumer = start_consumer(&rings, &relay);
-    let mut tail = start_tail(&relay, None);
+    let node = Node::start();
+    let relay = &node.relay;
+    let _consumer = start_consumer(&node.rings, relay);
+    let mut tail = start_tail(relay, None);
     let printed = TailOutput::collect(&mut tail);
-    run_stress_killed(tmp.path(), &rings, PROCS, THREADS, 20_000);
+    run_stress_killed(&node, PROCS, THREADS, 20_000);
 
     // The consumer drains the dead writers' rings, reports their final
     // counters and closes their streams.
-    let status = wait_for_status(&relay, Duration::from_secs(30), |s| {
+    let status = wait_for_status(relay, Duration::from_secs(30), |s| {
         let streams = s["streams"].as_array().unwrap();
         !streams.is_empty() && streams.iter().all(|st| st["closed"] == true)
     });

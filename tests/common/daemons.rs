@@ -207,3 +207,41 @@ impl TailOutput {
         }
     }
 }
+
+/// A node for a test: a temporary directory with an empty ring directory
+/// and a relay on a free port (its data in the same temporary directory).
+pub struct Node {
+    pub tmp: tempfile::TempDir,
+    pub rings: PathBuf,
+    /// The relay's address.
+    pub relay: String,
+    pub relay_d: Daemon,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let rings = tmp.path().join("rings");
+        std::fs::create_dir_all(&rings).unwrap();
+        let port = free_port();
+        let relay_d = start_relay(&tmp.path().join("relay"), port);
+        Node {
+            rings,
+            relay: format!("127.0.0.1:{port}"),
+            relay_d,
+            tmp,
+        }
+    }
+
+    /// Compiles tests/c/<src> against the freshly built library.
+    pub fn compile(&self, src: &str) -> PathBuf {
+        let libs = super::lib_dir(self.tmp.path());
+        super::compile(
+            self.tmp.path(),
+            &libs,
+            src,
+            src.trim_end_matches(".c"),
+            false,
+        )
+    }
+}
