@@ -189,8 +189,10 @@ impl Consumer {
             .sum()
     }
 
-    /// Runs until `stop` is set, then flushes (waiting up to `drain_timeout`
-    /// for acknowledgements).
+    /// Runs until `stop` is set, then drains what the rings hold, sends it
+    /// and waits (up to `drain_timeout`) until everything is acknowledged
+    /// and the rings of exited writers are removed. Records still
+    /// unacknowledged at the deadline stay in the rings for the next consumer.
     pub fn run(&mut self, stop: &AtomicBool, drain_timeout: Duration) -> anyhow::Result<Stats> {
         while !stop.load(Ordering::Relaxed) {
             let delay = self.step()?;
@@ -199,9 +201,17 @@ impl Consumer {
             }
         }
         let deadline = Instant::now() + drain_timeout;
-        while Instant::now() < deadline && (self.unacked_bytes() > 0 || self.rings.rings_open() > 0)
-        {
+        // Done after two quiet rounds in a row: nothing new read and nothing
+        // unacknowledged (the second poll removes rings released by the first).
+        let mut quiet = 0;
+        while Instant::now() < deadline && quiet < 2 {
+            let before = self.stats.records;
             self.step()?;
+            if self.stats.records == before && self.unacked_bytes() == 0 {
+                quiet += 1;
+            } else {
+                quiet = 0;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(self.stats)
