@@ -100,8 +100,8 @@ fn stop_drains_and_flushes(signal: i32) {
 
     let mut consumer = start_consumer_logged(rings, relay, true);
     let logs = consumer.stderr_lines();
-    // Signalled at once, before it could have drained everything.
-    std::thread::sleep(Duration::from_millis(20));
+    // Signalled as soon as it runs, before it could have drained everything.
+    let first = logs.recv_timeout(Duration::from_secs(10)).expect("started");
     consumer.signal(signal);
     let t0 = Instant::now();
     let status = loop {
@@ -114,7 +114,8 @@ fn stop_drains_and_flushes(signal: i32) {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let lines: Vec<String> = logs.try_iter().collect();
+    // Every line: the reader thread ends at the end of its stderr.
+    let lines: Vec<String> = std::iter::once(first).chain(logs.iter()).collect();
     assert!(status.success(), "{status:?}: {lines:#?}");
     let stopped = lines
         .iter()
@@ -227,7 +228,7 @@ fn relay_sigint_mid_stream_exits_cleanly_and_loses_nothing() {
     // Restarted on the same data: the consumer reconnects and re-sends.
     node.relay_d = start_relay(&node.tmp.path().join("relay"), port);
     assert!(writer.wait().unwrap().success());
-    let s = wait_for_status(&relay, Duration::from_secs(30), |s| {
+    let s = wait_for_status(&relay, Duration::from_secs(60), |s| {
         let streams = s["streams"].as_array().unwrap();
         streams
             .iter()
@@ -240,7 +241,7 @@ fn relay_sigint_mid_stream_exits_cleanly_and_loses_nothing() {
     }
     let mut tail = start_tail(&relay, Some(n * 6));
     let out = TailOutput::collect(&mut tail);
-    let got = out.wait_for(n * 6, Duration::from_secs(30));
+    let got = out.wait_for(n * 6, Duration::from_secs(60));
     let ids: std::collections::HashSet<String> = got
         .iter()
         .map(|a| format!("{} {} {}", a["id"], a["value"], a["timestamp"]))

@@ -96,6 +96,12 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
+    // First: a stop request from now on is a graceful stop.
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
     let cli = match parse_with_config::<Cli>() {
         Ok(c) => c,
         Err(e) => {
@@ -104,11 +110,6 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.log_format.unwrap_or_default());
-    // SAFETY: the handler only stores to an atomic (async-signal-safe).
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
     let drain_timeout = cli.drain_timeout.map_or(Duration::from_secs(5), |s| s.0);
     let cfg = match cli.consumer_config() {
         Ok(c) => c,
