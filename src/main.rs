@@ -11,6 +11,8 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+mod status;
+mod tail;
 mod up;
 mod workload;
 
@@ -58,6 +60,12 @@ enum Command {
     /// annotation of every stream, current and future, in the same text or
     /// --json form as `blkkin dump`. After a lost connection it reconnects
     /// and continues each stream where it stopped (no duplicates).
+    ///
+    /// Losses are shown as they are counted: a line starting with "# loss"
+    /// (text) or a JSON object with "type": "counters" (--json) whenever a
+    /// stream's number of lost records changes, with every counter (records
+    /// dropped by writers on a full ring, torn records of a writer killed
+    /// mid-record, records the relay never received, ...).
     Tail {
         /// Relay address, host:port.
         #[arg(value_name = "HOST:PORT")]
@@ -88,6 +96,26 @@ enum Command {
     /// ($BLKIN_SHM_DIR or /dev/shm/blkin-<uid>) like any traced daemon's.
     /// Every request is traced unless BLKIN_RATE is set.
     Workload(workload::WorkloadArgs),
+    /// Show a relay's state: streams, record rates, losses, consumers, readers.
+    ///
+    /// Lists every stream the relay holds (node, pid, cpu, oldest and next
+    /// position, closed), its record rate (from two samples --interval
+    /// apart) and its loss counters; every connected consumer with its own
+    /// counters (records read and acknowledged, buffered bytes, times its
+    /// buffer filled up, reconnects, batches re-sent); and the connected
+    /// readers. --json prints one JSON object.
+    Status {
+        /// Relay address, host:port.
+        #[arg(value_name = "HOST:PORT")]
+        relay: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between the two samples the rates come from (0: one
+        /// sample, no rates).
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+    },
     /// Remove the ring files of processes that have exited.
     ///
     /// A running consumer daemon does this by itself after draining; without
@@ -204,74 +232,6 @@ fn clean(dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn tail(
-    relay: &str,
-    json: bool,
-    from_oldest: bool,
-    count: Option<u64>,
-) -> anyhow::Result<ExitCode> {
-    use blkkin::relay_client::RelayReader;
-    use blkkin::wire::Start;
-    let name = format!("blkkin-tail-{}", std::process::id());
-    let mut reader = RelayReader::connect(relay, &name)
-        .with_context(|| format!("connecting to relay {relay}"))?;
-    reader.subscribe(
-        None,
-        if from_oldest {
-            Start::Oldest
-        } else {
-            Start::Newest
-        },
-    )?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut printed = 0u64;
-    loop {
-        let mut failed = None;
-        let got = reader.next_records(|s, r| {
-            if failed.is_some() || count.is_some_and(|c| printed >= c) {
-                return;
-            }
-            let a = blkkin::annotation::Annotation::from_record(r, &s.ring, Some(&s.calibration));
-            let res = if json {
-                serde_json::to_writer(&mut out, &a)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| out.write_all(b"\n"))
-            } else {
-                writeln!(out, "{a}")
-            };
-            if let Err(e) = res {
-                failed = Some(e);
-            }
-            printed += 1;
-        });
-        if let Some(e) = failed {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(ExitCode::SUCCESS);
-            }
-            return Err(e).context("writing output");
-        }
-        out.flush().ok();
-        if count.is_some_and(|c| printed >= c) {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if let Err(e) = got {
-            eprintln!("blkkin tail: {e}; reconnecting");
-            let mut delay = std::time::Duration::from_millis(100);
-            loop {
-                std::thread::sleep(delay);
-                match reader.reconnect(relay, &name) {
-                    Ok(()) => break,
-                    Err(e) => eprintln!("blkkin tail: {e}"),
-                }
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            // Every stream continues where it stopped (positions delivered are skipped).
-            reader.subscribe(None, Start::Oldest)?;
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -284,7 +244,12 @@ fn main() -> ExitCode {
             json,
             from_oldest,
             count,
-        } => tail(&relay, json, from_oldest, count),
+        } => tail::tail(&relay, json, from_oldest, count),
+        Command::Status {
+            relay,
+            json,
+            interval,
+        } => status::status(&relay, json, interval),
     };
     match result {
         Ok(code) => code,

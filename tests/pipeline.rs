@@ -5,58 +5,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the child when dropped (a failing test leaves no daemon behind).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    let p = common::profile_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} not built; run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "relay did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_relay(data: &Path, port: u16) -> Daemon {
-    let child = Command::new(bin("blkkin-relayd"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
-    Daemon(child)
-}
+use common::daemons::*;
 
 /// Collects what `blkkin tail` prints (it exits after its --count), failing
 /// after `timeout`; checks that no annotation arrives twice.
@@ -96,7 +48,7 @@ fn traced_program_to_live_reader_exactly_once() {
     let relay = format!("127.0.0.1:{port}");
     let _consumer = start_consumer(&rings, &relay);
     let n = 200; // requests; 6 annotations each
-    let mut tail = start_tail(&relay, n * 6);
+    let mut tail = start_tail(&relay, Some(n * 6));
     let libs = common::lib_dir(tmp.path());
     let exe = common::compile(tmp.path(), &libs, "pingpong.c", "pingpong", false);
     let requests = common::run_traced(&exe, &[&n.to_string()], &rings, &[]);
@@ -119,42 +71,6 @@ fn traced_program_to_live_reader_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// `blkkin tail --json --from-oldest`, exiting after `count` annotations.
-fn start_tail(relay: &str, count: usize) -> Daemon {
-    Daemon(
-        Command::new(env!("CARGO_BIN_EXE_blkkin"))
-            .args([
-                "tail",
-                "--json",
-                "--from-oldest",
-                "--count",
-                &count.to_string(),
-                relay,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn start_consumer(rings: &Path, relay: &str) -> Daemon {
-    Daemon(
-        Command::new(bin("blkkin-consumerd"))
-            .args(["--relay", relay, "--node", "node-a", "--dir"])
-            .arg(rings)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn kill9(d: Daemon) {
-    let pid = d.0.id() as i32;
-    // SAFETY: signalling a child we own.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    drop(d); // reaps
 }
 
 #[test]
@@ -187,8 +103,104 @@ fn kill_9_of_consumer_and_relay_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(150));
     relay_d = start_relay(&data, port);
     assert!(writer.wait().unwrap().success());
-    let mut tail = start_tail(&relay, n * 6);
+    let mut tail = start_tail(&relay, Some(n * 6));
     let lines = tail_lines(&mut tail, Duration::from_secs(60));
     assert_eq!(lines.len(), n * 6, "every annotation reached the reader");
     drop((consumer, relay_d));
+}
+
+/// Runs tests/c/stress.c: `procs` processes of `threads` threads, each
+/// process killing itself with SIGKILL once every thread recorded `kill`
+/// annotations (mid-burst).
+fn run_stress_killed(node: &Node, procs: u64, threads: u64, kill: u64) {
+    let exe = node.compile("stress.c");
+    let out = Command::new(&exe)
+        .args([procs, threads, 10_000_000, kill].map(|n| n.to_string()))
+        .env("BLKIN_SHM_DIR", &node.rings)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let killed = text
+        .lines()
+        .filter(|l| l.starts_with("child ") && l.ends_with("signal 9"))
+        .count() as u64;
+    assert_eq!(killed, procs, "every writer process was killed: {text}");
+}
+
+#[test]
+fn kill_9_of_a_traced_process_mid_burst_counts_its_torn_records() {
+    const PROCS: u64 = 2;
+    const THREADS: u64 = 2;
+    let node = Node::start();
+    let relay = &node.relay;
+    let _consumer = start_consumer(&node.rings, relay);
+    let mut tail = start_tail(relay, None);
+    let printed = TailOutput::collect(&mut tail);
+    run_stress_killed(&node, PROCS, THREADS, 20_000);
+
+    // The consumer drains the dead writers' rings, reports their final
+    // counters and closes their streams.
+    let status = wait_for_status(relay, Duration::from_secs(90), |s| {
+        let streams = s["streams"].as_array().unwrap();
+        !streams.is_empty() && streams.iter().all(|st| st["closed"] == true)
+    });
+    let mut read = 0;
+    let mut torn_and_gap = 0;
+    for st in status["streams"].as_array().unwrap() {
+        let c = &st["counters"];
+        let n = |v: &serde_json::Value| v.as_u64().unwrap();
+        let (r, w) = (&c["reader"], &c["writer"]);
+        // Every reservation a writer made is a record that arrived or a
+        // counted loss: nothing vanished silently.
+        assert_eq!(
+            n(&w["written"]),
+            n(&r["read"]) + n(&r["torn"]) + n(&r["corrupt"]) + n(&r["gap"]),
+            "{st:#}"
+        );
+        assert_eq!(n(&r["corrupt"]), 0, "{st:#}");
+        assert_eq!(n(&c["relay_gap"]), 0, "{st:#}");
+        // Positions are ring sequence numbers: the relay holds every record read.
+        assert_eq!(n(&st["next"]) - n(&st["first"]), n(&r["read"]), "{st:#}");
+        read += n(&r["read"]);
+        torn_and_gap += n(&r["torn"]) + n(&r["gap"]);
+    }
+    eprintln!("killed writers: {read} records read, {torn_and_gap} torn or missing");
+    assert!(
+        torn_and_gap <= PROCS * THREADS,
+        "at most one record in flight per killed thread: {torn_and_gap}"
+    );
+    // The live reader got every committed record exactly once.
+    let got = printed.wait_for(read as usize, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let got_after = printed.annotations();
+    assert_eq!(got_after.len(), got.len(), "no more than the records read");
+    assert_eq!(got.len() as u64, read);
+    let mut seen = HashSet::new();
+    for a in &got {
+        assert!(
+            seen.insert((a["id"].to_string(), a["value"].to_string())),
+            "duplicate {a}"
+        );
+    }
+    // Whatever loss was counted was shown by tail too.
+    if torn_and_gap > 0 {
+        let shown: u64 = printed
+            .counters()
+            .iter()
+            .fold(std::collections::HashMap::new(), |mut m, c| {
+                m.insert(
+                    (c["pid"].as_u64(), c["cpu"].as_u64()),
+                    c["lost"].as_u64().unwrap(),
+                );
+                m
+            })
+            .values()
+            .sum();
+        assert!(shown >= torn_and_gap, "tail showed {shown} lost");
+    }
 }

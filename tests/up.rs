@@ -57,13 +57,22 @@ fn up_drains_the_workload_into_its_relay_and_stops_on_ctrl_c() {
     }
     assert_eq!(seen.len(), expected);
 
+    // The workload's processes exited and were drained: the consumer
+    // removes their rings.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let left = loop {
+        let left: Vec<_> = std::fs::read_dir(rings.path()).unwrap().collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(left.is_empty(), "rings left behind: {left:?}");
+
     // SAFETY: signalling our own child.
     unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
     let status = up.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     assert!(status.success(), "blkkin up: {status}: {rest}");
-    // The workload's processes exited and were drained: their rings are gone.
-    let left: Vec<_> = std::fs::read_dir(rings.path()).unwrap().collect();
-    assert!(left.is_empty(), "rings left behind: {left:?}");
 }

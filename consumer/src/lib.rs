@@ -12,17 +12,19 @@
 //! bound. A crash of the consumer loses nothing: unacknowledged records are
 //! still in the rings and are read again by the next consumer.
 
+mod conn;
+
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blkkin::ring::reader::{ReaderStats, WriterCounters};
 use blkkin::ring::{Calibration, Cursor};
 use blkkin::ringset::{Release, RingId, RingSet, RingSetOptions};
-use blkkin::wire::{Frame, FrameBuffer, Role, StreamKey, DEFAULT_MAX_FRAME, VERSION};
+use blkkin::wire::{ConsumerStats, Frame, StreamKey};
+use conn::Conn;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -39,8 +41,12 @@ pub struct Config {
     pub batch_bytes: usize,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
-    /// How often loss counters are sent.
+    /// How often loss counters and the consumer's own counters are sent
+    /// (when they changed).
     pub counters_every: Duration,
+    /// Send a heartbeat after this long without sending anything (None: a
+    /// third of the idle timeout the relay announces in its Welcome).
+    pub heartbeat: Option<Duration>,
 }
 
 impl Config {
@@ -54,6 +60,7 @@ impl Config {
             batch_bytes: 256 << 10,
             max_backoff: Duration::from_secs(5),
             counters_every: Duration::from_secs(1),
+            heartbeat: None,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct Stats {
     pub connects: u64,
     /// Batches sent again after a reconnect.
     pub resent: u64,
+    /// Times draining paused because the unacknowledged buffer was full.
+    pub buffer_full: u64,
 }
 
 struct Batch {
@@ -104,6 +113,10 @@ struct Stream {
     sent_calibration: Option<Calibration>,
     /// Opened on the current connection.
     opened: bool,
+    /// Latest loss counters of the ring.
+    counters: (ReaderStats, WriterCounters),
+    /// Counters last sent on the current connection.
+    sent_counters: Option<(ReaderStats, WriterCounters)>,
     /// Gone from the ring set: close once everything is acknowledged.
     finished: bool,
 }
@@ -119,19 +132,10 @@ pub struct Consumer {
     next_attempt: Instant,
     last_counters: Instant,
     stats: Stats,
-}
-
-struct Conn {
-    sock: TcpStream,
-    frames: FrameBuffer,
-}
-
-impl Conn {
-    fn send(&mut self, f: &Frame) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        f.encode(&mut buf);
-        self.sock.write_all(&buf)
-    }
+    /// Draining is paused (buffer full).
+    paused: bool,
+    /// Consumer counters last sent on this connection.
+    sent_stats: Option<ConsumerStats>,
 }
 
 impl Consumer {
@@ -154,12 +158,28 @@ impl Consumer {
             next_attempt: Instant::now(),
             last_counters: Instant::now(),
             stats: Stats::default(),
+            paused: false,
+            sent_stats: None,
         }
     }
 
     /// What it did so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The counters reported to the relay (and shown by `blkkin status`).
+    pub fn consumer_stats(&self) -> ConsumerStats {
+        ConsumerStats {
+            records: self.stats.records,
+            acked: self.stats.acked,
+            buffered_bytes: self.unacked_bytes() as u64,
+            buffer_limit: self.cfg.max_unacked as u64,
+            buffer_full: self.stats.buffer_full,
+            connects: self.stats.connects,
+            resent: self.stats.resent,
+            rings: self.rings.rings_open() as u64,
+        }
     }
 
     fn unacked_bytes(&self) -> usize {
@@ -169,8 +189,10 @@ impl Consumer {
             .sum()
     }
 
-    /// Runs until `stop` is set, then flushes (waiting up to `drain_timeout`
-    /// for acknowledgements).
+    /// Runs until `stop` is set, then drains what the rings hold, sends it
+    /// and waits (up to `drain_timeout`) until everything is acknowledged
+    /// and the rings of exited writers are removed. Records still
+    /// unacknowledged at the deadline stay in the rings for the next consumer.
     pub fn run(&mut self, stop: &AtomicBool, drain_timeout: Duration) -> anyhow::Result<Stats> {
         while !stop.load(Ordering::Relaxed) {
             let delay = self.step()?;
@@ -179,9 +201,17 @@ impl Consumer {
             }
         }
         let deadline = Instant::now() + drain_timeout;
-        while Instant::now() < deadline && (self.unacked_bytes() > 0 || self.rings.rings_open() > 0)
-        {
+        // Done after two quiet rounds in a row: nothing new read and nothing
+        // unacknowledged (the second poll removes rings released by the first).
+        let mut quiet = 0;
+        while Instant::now() < deadline && quiet < 2 {
+            let before = self.stats.records;
             self.step()?;
+            if self.stats.records == before && self.unacked_bytes() == 0 {
+                quiet += 1;
+            } else {
+                quiet = 0;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(self.stats)
@@ -194,7 +224,16 @@ impl Consumer {
             self.connect();
         }
         let mut last = None;
-        if self.unacked_bytes() < self.cfg.max_unacked {
+        let full = self.unacked_bytes() >= self.cfg.max_unacked;
+        if full && !self.paused {
+            self.stats.buffer_full += 1;
+            tracing::warn!(
+                limit = self.cfg.max_unacked,
+                "unacknowledged buffer full: draining paused, records wait in the rings"
+            );
+        }
+        self.paused = full;
+        if !full {
             let mut appended: Vec<RingId> = Vec::new();
             let streams = &mut self.streams;
             let next_handle = &mut self.next_handle;
@@ -221,6 +260,8 @@ impl Consumer {
                             unacked: VecDeque::new(),
                             sent_calibration: None,
                             opened: false,
+                            counters: Default::default(),
+                            sent_counters: None,
                             finished: false,
                         }
                     });
@@ -240,7 +281,7 @@ impl Consumer {
                 .context("polling the ring directory")?;
             self.stats.records += records;
             for e in self.rings.take_errors() {
-                eprintln!("blkkin-consumerd: {e}");
+                tracing::warn!("{e}");
             }
             // Seal what this poll added into batches, with the ring cursor
             // that covers them.
@@ -266,7 +307,11 @@ impl Consumer {
         self.close_finished();
         if self.last_counters.elapsed() >= self.cfg.counters_every {
             self.send_counters();
+            self.send_consumer_stats();
             self.last_counters = Instant::now();
+        }
+        if let Some(Err(e)) = self.conn.as_mut().map(Conn::keep_alive) {
+            self.drop_conn(&e);
         }
         Ok(match last {
             Some(st) => self.rings.next_delay(&st),
@@ -275,15 +320,18 @@ impl Consumer {
     }
 
     fn connect(&mut self) {
-        match self.try_connect() {
+        match Conn::open(&self.cfg.relay, &self.cfg.node, self.cfg.heartbeat) {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.stats.connects += 1;
+                self.sent_stats = None;
+                tracing::info!(relay = %self.cfg.relay, connects = self.stats.connects, "connected to the relay");
                 self.backoff = Duration::from_millis(100);
                 // Everything unacknowledged goes again (the relay skips what it has).
                 for s in self.streams.values_mut() {
                     s.opened = false;
                     s.sent_calibration = None;
+                    s.sent_counters = None;
                     for b in s.unacked.iter_mut().filter(|b| b.sent) {
                         b.sent = false;
                         self.stats.resent += 1;
@@ -291,55 +339,22 @@ impl Consumer {
                 }
             }
             Err(e) => {
-                eprintln!(
-                    "blkkin-consumerd: relay {}: {e:#}; retrying in {:?}",
-                    self.cfg.relay, self.backoff
+                tracing::warn!(
+                    relay = %self.cfg.relay,
+                    retry_in = ?self.backoff,
+                    "cannot reach the relay: {e:#}"
                 );
                 self.next_attempt = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
             }
         }
     }
-
-    fn try_connect(&self) -> anyhow::Result<Conn> {
-        let addr = self
-            .cfg
-            .relay
-            .to_socket_addrs()
-            .context("resolving the relay address")?
-            .next()
-            .context("the relay address resolves to nothing")?;
-        let sock =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connecting")?;
-        sock.set_nodelay(true).ok();
-        sock.set_write_timeout(Some(Duration::from_secs(5))).ok();
-        let mut conn = Conn {
-            sock,
-            frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
-        };
-        conn.send(&Frame::Hello {
-            version: VERSION,
-            role: Role::Consumer,
-            name: self.cfg.node.clone(),
-        })?;
-        conn.sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-        match read_frame(&mut conn)? {
-            Some(Frame::Welcome { version, .. }) if version == VERSION => {}
-            Some(Frame::Welcome { version, .. }) => {
-                anyhow::bail!("relay speaks protocol version {version}, we speak {VERSION}")
-            }
-            Some(Frame::Error { message, .. }) => anyhow::bail!("relay refused: {message}"),
-            other => anyhow::bail!("unexpected answer to Hello: {other:?}"),
-        }
-        conn.sock.set_read_timeout(Some(Duration::from_millis(1)))?;
-        Ok(conn)
-    }
 }
 
 impl Consumer {
     fn drop_conn(&mut self, why: &dyn std::fmt::Display) {
         if self.conn.take().is_some() {
-            eprintln!("blkkin-consumerd: lost the relay connection: {why}; reconnecting");
+            tracing::warn!(relay = %self.cfg.relay, "lost the relay connection: {why}; reconnecting");
             self.next_attempt = Instant::now() + self.backoff;
         }
     }
@@ -396,7 +411,7 @@ impl Consumer {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
-            match read_frame(conn) {
+            match conn.read_frame() {
                 Ok(None) => return,
                 Ok(Some(Frame::Ack { handle, next })) => {
                     let Some((id, s)) = self.streams.iter_mut().find(|(_, s)| s.handle == handle)
@@ -432,12 +447,14 @@ impl Consumer {
     /// Streams whose rings the set forgot (writer exited, all released) are
     /// closed at the relay and dropped.
     fn close_finished(&mut self) {
-        let open: std::collections::BTreeSet<RingId> = self
-            .rings
-            .counters()
-            .into_iter()
-            .map(|(id, _, _)| id)
-            .collect();
+        let mut open = std::collections::BTreeSet::new();
+        for (id, reader, writer) in self.rings.counters() {
+            open.insert(id);
+            // Kept: a ring's last counters are sent after the ring is gone.
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.counters = (reader, writer);
+            }
+        }
         for (id, s) in self.streams.iter_mut() {
             if !open.contains(id) && s.unacked.is_empty() && s.pending.is_empty() {
                 s.finished = true;
@@ -448,10 +465,14 @@ impl Consumer {
         };
         let mut failed = None;
         self.streams.retain(|_, s| {
-            if !s.finished || failed.is_some() {
+            if !s.finished || !s.opened || failed.is_some() {
                 return true;
             }
-            match conn.send(&Frame::CloseStream { handle: s.handle }) {
+            // The final counters (torn records of a killed writer are counted
+            // in its last drain), then the close.
+            match send_counters(conn, s)
+                .and_then(|()| conn.send(&Frame::CloseStream { handle: s.handle }))
+            {
                 Ok(()) => false,
                 Err(e) => {
                     failed = Some(e);
@@ -464,21 +485,31 @@ impl Consumer {
         }
     }
 
+    /// Sends the consumer's own counters when they changed.
+    fn send_consumer_stats(&mut self) {
+        let st = self.consumer_stats();
+        if self.sent_stats == Some(st) {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match conn.send(&Frame::ConsumerStats(st)) {
+            Ok(()) => self.sent_stats = Some(st),
+            Err(e) => self.drop_conn(&e),
+        }
+    }
+
+    /// Sends the loss counters of every open stream whose counters changed.
     fn send_counters(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let mut failed = None;
-        for (id, reader, writer) in self.rings.counters() {
-            if let Some(s) = self.streams.get(&id).filter(|s| s.opened) {
-                if let Err(e) = conn.send(&Frame::Counters {
-                    handle: s.handle,
-                    reader,
-                    writer,
-                }) {
-                    failed = Some(e);
-                    break;
-                }
+        for s in self.streams.values_mut().filter(|s| s.opened) {
+            if let Err(e) = send_counters(conn, s) {
+                failed = Some(e);
+                break;
             }
         }
         if let Some(e) = failed {
@@ -487,22 +518,16 @@ impl Consumer {
     }
 }
 
-/// Reads one frame if one is (or becomes, within the socket's read timeout)
-/// available. `Ok(None)`: nothing yet.
-fn read_frame(conn: &mut Conn) -> anyhow::Result<Option<Frame>> {
-    loop {
-        if let Some(f) = conn.frames.next_frame()? {
-            return Ok(Some(f));
-        }
-        let mut buf = [0u8; 64 * 1024];
-        match conn.sock.read(&mut buf) {
-            Ok(0) => anyhow::bail!("the relay closed the connection"),
-            Ok(n) => conn.frames.extend(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Ok(None)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+/// Sends a stream's loss counters if they changed since last sent.
+fn send_counters(conn: &mut Conn, s: &mut Stream) -> std::io::Result<()> {
+    if s.sent_counters == Some(s.counters) {
+        return Ok(());
     }
+    conn.send(&Frame::Counters {
+        handle: s.handle,
+        reader: s.counters.0,
+        writer: s.counters.1,
+    })?;
+    s.sent_counters = Some(s.counters);
+    Ok(())
 }

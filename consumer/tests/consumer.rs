@@ -91,6 +91,7 @@ fn serve(sock: TcpStream, seen: &mut Seen, ack: bool, max_batches: Option<usize>
                     Frame::Welcome {
                         version: VERSION,
                         name: "fake".into(),
+                        idle_timeout_ms: 0,
                     }
                     .encode(&mut out);
                     sock.write_all(&out).unwrap();
@@ -266,4 +267,31 @@ fn without_a_relay_records_wait_in_the_rings() {
     let mut n = 0;
     r.drain(1000, |_| n += 1);
     assert_eq!(n, 100);
+}
+
+#[test]
+fn stopping_drains_and_waits_for_acks_but_not_for_live_writers() {
+    let d = tempfile::tempdir().unwrap();
+    let w = ring(d.path(), true, 0); // a writer that keeps running
+    for i in 0..200 {
+        assert!(put(&w, i));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut seen = Seen::new();
+        let (sock, _) = listener.accept().unwrap();
+        serve(sock, &mut seen, true, None);
+    });
+    let mut c = Consumer::new(Config::new(d.path().to_owned(), addr));
+    // Told to stop before it started: it still drains and flushes.
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let t0 = Instant::now();
+    let stats = c.run(&stop, Duration::from_secs(20)).unwrap();
+    assert_eq!((stats.records, stats.acked), (200, 200));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a writer that does not exit",
+        t0.elapsed()
+    );
 }

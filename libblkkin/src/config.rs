@@ -68,6 +68,101 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Parses durations such as `500ms`, `45s`, `30m`, `12h`, `7d` or a plain
+/// number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let secs_per_unit = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    std::time::Duration::try_from_secs_f64(n * secs_per_unit).ok()
+}
+
+/// A size setting of the daemons: `64M` on a command line; `"64M"` or
+/// `67108864` in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Size, String> {
+        parse_size(s)
+            .map(Size)
+            .ok_or_else(|| format!("invalid size {s:?} (examples: 4096, 64K, 64M, 1G)"))
+    }
+}
+
+/// A duration setting of the daemons: `90s`, `12h`, `7d`, `500ms` or a
+/// number of seconds, on a command line or (also as a TOML number) in a
+/// config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub std::time::Duration);
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Span, String> {
+        parse_duration(s)
+            .map(Span)
+            .ok_or_else(|| format!("invalid duration {s:?} (examples: 1.5, 90s, 30m, 12h, 7d)"))
+    }
+}
+
+/// Deserializes a setting written as a string (parsed with `FromStr`) or a
+/// number (converted by `from_num`).
+struct SettingVisitor<T> {
+    expecting: &'static str,
+    from_num: fn(f64) -> Option<T>,
+}
+
+impl<T: std::str::FromStr<Err = String>> serde::de::Visitor<'_> for SettingVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+        (self.from_num)(v).ok_or_else(|| E::custom(format!("invalid {}: {v}", self.expecting)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        d.deserialize_any(SettingVisitor {
+            expecting: "a size (bytes, or a string such as \"64M\")",
+            from_num: |v| {
+                (v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64).then_some(Size(v as u64))
+            },
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        d.deserialize_any(SettingVisitor {
+            expecting: "a duration (seconds, or a string such as \"30s\" or \"7d\")",
+            from_num: |v| std::time::Duration::try_from_secs_f64(v).ok().map(Span),
+        })
+    }
+}
+
 impl Config {
     /// Reads the environment through `get`; returns the config and warnings.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
@@ -232,6 +327,20 @@ mod tests {
         assert!(w[0].contains("BLKIN_RING_SIZE"));
         assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
         assert_eq!(c.sampling.rate, 1);
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 45s "), Some(Duration::from_secs(45)));
+        for bad in ["", "x", "7w", "-1s", "1..2h", "h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 pub mod annotation;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod dump;
 pub mod id;
 pub mod process;

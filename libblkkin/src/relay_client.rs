@@ -1,5 +1,20 @@
-//! A blocking live reader of a relay (docs/PROTOCOL.md): `blkkin tail` and,
-//! later, the collector read annotations through it.
+//! A blocking live reader of a relay (docs/PROTOCOL.md): `blkkin tail`,
+//! `blkkin status` and the collector read through it.
+//!
+//! ```no_run
+//! use blkkin::relay_client::{Event, RelayReader};
+//! use blkkin::wire::Start;
+//! let mut r = RelayReader::connect("127.0.0.1:7420", "example")?;
+//! r.subscribe(None, Start::Oldest)?;
+//! loop {
+//!     r.next_events(|e| match e {
+//!         Event::Record(stream, record) => println!("{} {}", stream.key.node, record.position),
+//!         // Cumulative; also in `stream.counters` at any time.
+//!         Event::Counters(stream) => println!("lost so far: {}", stream.counters.lost()),
+//!     })?;
+//! }
+//! # Ok::<(), blkkin::relay_client::ReaderError>(())
+//! ```
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -10,8 +25,8 @@ use crate::ring::header::{Calibration, RingInfo};
 use crate::ring::layout::CommitWord;
 use crate::ring::record::{parse_record, Record};
 use crate::wire::{
-    Frame, FrameBuffer, Role, Start, StreamKey, StreamSummary, WireError, DEFAULT_MAX_FRAME,
-    VERSION,
+    Frame, FrameBuffer, Role, Start, StatusReport, StreamCounters, StreamKey, StreamSummary,
+    WireError, DEFAULT_MAX_FRAME, VERSION,
 };
 
 /// Errors of a relay reader.
@@ -42,6 +57,18 @@ pub struct StreamInfo {
     pub ring: RingInfo,
     /// Next position expected (everything before it was delivered).
     pub next: u64,
+    /// The stream's loss counters, cumulative, as last sent by the relay.
+    pub counters: StreamCounters,
+}
+
+/// What [`RelayReader::next_events`] delivers.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A record of a stream (its position in `Record::position`).
+    Record(&'a StreamInfo, &'a Record<'a>),
+    /// The stream's loss counters changed (or were first received);
+    /// `StreamInfo::counters` holds the new values.
+    Counters(&'a StreamInfo),
 }
 
 /// A connection to a relay as a reader.
@@ -129,19 +156,50 @@ impl RelayReader {
         }
     }
 
+    /// The relay's state: streams with positions and loss counters,
+    /// connected consumers (with their own counters) and readers. Call it
+    /// before subscribing (records of a subscription would come first).
+    pub fn status(&mut self) -> Result<StatusReport, ReaderError> {
+        self.send(&Frame::Status)?;
+        match self.next_frame()? {
+            Frame::StatusReport(r) => Ok(r),
+            Frame::Error { message, .. } => Err(ReaderError::Protocol(message)),
+            other => Err(ReaderError::Protocol(format!(
+                "unexpected answer to Status: {other:?}"
+            ))),
+        }
+    }
+
     /// Asks for the records of every stream (`None`) or one, from `start`.
     pub fn subscribe(&mut self, key: Option<StreamKey>, start: Start) -> Result<(), ReaderError> {
         self.send(&Frame::Subscribe { key, start })
     }
 
     /// Blocks until records arrive; calls `each` for every record with its
-    /// stream and position. Announcements are absorbed. Records of a stream at
+    /// stream and position. Announcements and loss counters are absorbed
+    /// (counters land in [`StreamInfo::counters`]). Records of a stream at
     /// positions already delivered are skipped (no duplicates after a
     /// resubscription).
     pub fn next_records(
         &mut self,
         mut each: impl FnMut(&StreamInfo, &Record<'_>),
     ) -> Result<usize, ReaderError> {
+        loop {
+            let n = self.next_events(|e| {
+                if let Event::Record(s, r) = e {
+                    each(s, r)
+                }
+            })?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Blocks until records or changed loss counters arrive and calls `each`
+    /// for them; returns how many records were delivered (0 after a counters
+    /// update). Records at positions already delivered are skipped.
+    pub fn next_events(&mut self, mut each: impl FnMut(Event<'_>)) -> Result<usize, ReaderError> {
         loop {
             match self.next_frame()? {
                 Frame::Announce {
@@ -168,8 +226,17 @@ impl RelayReader {
                             calibration,
                             ring,
                             next,
+                            counters: StreamCounters::default(),
                         },
                     );
+                }
+                Frame::StreamCounters { handle, counters } => {
+                    let s = self.streams.get_mut(&handle).ok_or_else(|| {
+                        ReaderError::Protocol(format!("counters for unannounced stream {handle}"))
+                    })?;
+                    s.counters = counters;
+                    each(Event::Counters(s));
+                    return Ok(0);
                 }
                 Frame::Records {
                     handle,
@@ -192,7 +259,7 @@ impl RelayReader {
                             match parse_record(bytes, cw.kind) {
                                 Ok(mut r) => {
                                     r.position = pos;
-                                    each(s, &r);
+                                    each(Event::Record(s, &r));
                                     n += 1;
                                 }
                                 Err(e) => {

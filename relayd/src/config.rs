@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// When appended records are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Never call fsync (the OS writes back on its own; a host crash can lose acknowledged records).
     Never,
@@ -24,6 +25,8 @@ pub struct StoreConfig {
     pub segment_size: u64,
     /// Oldest segments of a stream are deleted while the stream holds more (0: keep all).
     pub retain_bytes: u64,
+    /// Segments whose newest record is older than this are deleted (None: keep all).
+    pub retain_age: Option<Duration>,
     /// fsync policy.
     pub fsync: FsyncPolicy,
 }
@@ -35,6 +38,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             segment_size: 64 << 20,
             retain_bytes: 0,
+            retain_age: None,
             fsync: FsyncPolicy::Batch,
         }
     }

@@ -3,73 +3,127 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
-use blkkin_relayd::{Config, FsyncPolicy, Server, StoreConfig};
+use blkkin::config::{Size, Span};
+use blkkin::daemon::{init_logs, parse_with_config, LogFormat};
+use blkkin_relayd::{Config, FsyncPolicy, Server};
 use clap::Parser;
+use serde::Deserialize;
 
 /// Per-node relay of blkkin trace records (docs/PROTOCOL.md).
 ///
 /// Consumers and readers connect to the same port; the role comes from their
 /// Hello. Each stream (one ring of one process) is stored under DATA_DIR in
 /// append-only segment files and served to readers from disk.
-#[derive(Debug, Parser)]
+///
+/// Every option can also be set in a TOML file given with --config, under
+/// its long name (data-dir = "/var/lib/blkkin", retain-age = "7d"; see
+/// docs/relayd.example.toml); the command line and the environment win over
+/// the file.
+#[derive(Debug, Default, Parser, Deserialize)]
 #[command(name = "blkkin-relayd", version)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Cli {
-    /// Address to listen on (consumers and readers alike).
-    #[arg(long, default_value = "127.0.0.1:7420", env = "BLKKIN_RELAY_LISTEN")]
-    listen: SocketAddr,
+    /// Read settings from this TOML file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
 
-    /// Directory holding the streams (created if missing).
+    /// Address to listen on (consumers and readers alike) [default: 127.0.0.1:7420].
+    #[arg(long, env = "BLKKIN_RELAY_LISTEN")]
+    listen: Option<SocketAddr>,
+
+    /// Directory holding the streams (created if missing; required).
     #[arg(long, env = "BLKKIN_RELAY_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
 
-    /// Size at which a stream's segment file is closed and a new one started (bytes; suffixes K, M, G).
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    segment_size: u64,
+    /// Size at which a stream's segment file is closed and a new one started
+    /// (bytes; suffixes K, M, G) [default: 64M].
+    #[arg(long, value_name = "SIZE")]
+    segment_size: Option<Size>,
 
-    /// Per-stream size above which the oldest segments are deleted (bytes, K/M/G; 0 = keep everything).
-    #[arg(long, default_value = "0", value_parser = parse_size)]
-    retain_bytes: u64,
+    /// Per-stream size above which the oldest segments are deleted (bytes,
+    /// K/M/G) [default: 0, keep everything].
+    #[arg(long, value_name = "SIZE")]
+    retain_bytes: Option<Size>,
 
-    /// When to fsync: never, batch (before acknowledging each received batch), always (every record).
-    #[arg(long, value_enum, default_value_t = FsyncPolicy::Batch)]
-    fsync: FsyncPolicy,
+    /// Delete a stream's segments once their newest record is older than this
+    /// (e.g. 7d, 12h, 30m) [default: keep them].
+    #[arg(long, value_name = "AGE")]
+    retain_age: Option<Span>,
 
-    /// Largest frame accepted from a peer (bytes, K/M/G).
-    #[arg(long, default_value = "4M", value_parser = parse_size)]
-    max_frame: u64,
+    /// When to fsync: never, batch (before acknowledging each received
+    /// batch), always (every record) [default: batch].
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncPolicy>,
 
-    /// Close a connection that sends nothing for this many seconds (subscribed readers excepted).
-    #[arg(long, default_value_t = 60.0)]
-    idle_timeout: f64,
+    /// Largest frame accepted from a peer (bytes, K/M/G) [default: 4M].
+    #[arg(long, value_name = "SIZE")]
+    max_frame: Option<Size>,
 
-    /// Close a connection whose partial frame is older than this many seconds (slow senders).
-    #[arg(long, default_value_t = 10.0)]
-    frame_timeout: f64,
+    /// Close a connection that sends nothing for this long (seconds, or
+    /// 90s, 2m, ...; subscribed readers excepted; consumers send heartbeats
+    /// well within it) [default: 60].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<Span>,
 
-    /// Name sent to peers in Welcome.
-    #[arg(long, default_value = "blkkin-relayd")]
-    name: String,
+    /// Close a connection whose partial frame is older than this (slow
+    /// senders) [default: 10].
+    #[arg(long, value_name = "DURATION")]
+    frame_timeout: Option<Span>,
+
+    /// Name sent to peers in Welcome [default: blkkin-relayd].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Log format on stderr; the level comes from $BLKKIN_LOG or $RUST_LOG
+    /// (e.g. "debug", "blkkin_relayd=trace") [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid size {s:?} (examples: 4096, 64M, 1G)"))
-}
+blkkin::file_options!(Cli: listen, data_dir, segment_size, retain_bytes, retain_age, fsync, max_frame, idle_timeout, frame_timeout, name, log_format);
 
-fn seconds(what: &str, v: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{what} {v}"))
+impl Cli {
+    /// The relay's settings, defaults filled in.
+    fn relay_config(self) -> anyhow::Result<Config> {
+        let data_dir = self
+            .data_dir
+            .context("no data directory: give --data-dir (or data-dir in the config file)")?;
+        let mut cfg = Config::new(
+            self.listen
+                .unwrap_or_else(|| "127.0.0.1:7420".parse().expect("valid address")),
+            data_dir,
+        );
+        if let Some(n) = self.name {
+            cfg.name = n;
+        }
+        if let Some(Size(n)) = self.segment_size {
+            anyhow::ensure!(n > 0, "segment-size must be positive");
+            cfg.store.segment_size = n;
+        }
+        if let Some(Size(n)) = self.retain_bytes {
+            cfg.store.retain_bytes = n;
+        }
+        if let Some(Span(d)) = self.retain_age {
+            anyhow::ensure!(!d.is_zero(), "retain-age must be positive");
+            cfg.store.retain_age = Some(d);
+        }
+        if let Some(f) = self.fsync {
+            cfg.store.fsync = f;
+        }
+        if let Some(Size(n)) = self.max_frame {
+            cfg.max_frame = u32::try_from(n).context("max-frame must be below 4G")?;
+        }
+        if let Some(Span(d)) = self.idle_timeout {
+            cfg.idle_timeout = d;
+        }
+        if let Some(Span(d)) = self.frame_timeout {
+            cfg.frame_timeout = d;
+        }
+        Ok(cfg)
+    }
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (before the relay reports that
@@ -86,54 +140,42 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let max_frame = u32::try_from(cli.max_frame).context("--max-frame must be below 4G")?;
-    if cli.segment_size == 0 {
-        anyhow::bail!("--segment-size must be positive");
-    }
-    let cfg = Config {
-        listen: cli.listen,
-        name: cli.name,
-        store: StoreConfig {
-            data_dir: cli.data_dir,
-            segment_size: cli.segment_size,
-            retain_bytes: cli.retain_bytes,
-            fsync: cli.fsync,
-        },
-        max_frame,
-        idle_timeout: seconds("idle-timeout", cli.idle_timeout)?,
-        frame_timeout: seconds("frame-timeout", cli.frame_timeout)?,
-    };
+async fn run(cfg: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let server = Server::bind(cfg).await?;
     server.run(shutdown).await
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BLKKIN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let cli = match parse_with_config::<Cli>() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("blkkin-relayd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(cli.log_format.unwrap_or_default());
+    let cfg = match cli.relay_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("blkkin-relayd: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("blkkin-relayd: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -142,14 +184,81 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blkkin::daemon::parse_config as file;
+    use std::time::Duration;
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999G").is_err());
+    fn every_option_can_be_set_in_the_file() {
+        let cli: Cli = file(
+            r#"
+            listen = "127.0.0.1:9999"
+            data-dir = "/tmp/x"
+            segment-size = "1M"
+            retain-bytes = 1048576
+            retain-age = "7d"
+            fsync = "always"
+            max-frame = "64K"
+            idle-timeout = 30
+            frame-timeout = "2.5s"
+            name = "r1"
+            log-format = "json"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        let cfg = cli.relay_config().unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.store.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.store.segment_size, 1 << 20);
+        assert_eq!(cfg.store.retain_bytes, 1 << 20);
+        assert_eq!(cfg.store.retain_age, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(cfg.store.fsync, FsyncPolicy::Always);
+        assert_eq!(cfg.max_frame, 64 << 10);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.frame_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.name, "r1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = file::<Cli>("data-dir = \"/x\"\nretain_age = \"7d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `retain_age`"), "{e}");
+        let e = file::<Cli>("config = \"other.toml\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `config`"), "{e}");
+        let e = file::<Cli>("segment-size = \"lots\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid size \"lots\""), "{e}");
+        let e = file::<Cli>("fsync = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let cli = Cli {
+            data_dir: Some("/d".into()),
+            ..Cli::default()
+        };
+        let cfg = cli.relay_config().unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:7420".parse().unwrap());
+        assert_eq!(cfg.store.segment_size, 64 << 20);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(60));
+        assert!(
+            Cli::default().relay_config().is_err(),
+            "data-dir is required"
+        );
+    }
+
+    #[test]
+    fn the_example_config_file_is_valid() {
+        let cli: Cli = file(include_str!("../../docs/relayd.example.toml")).unwrap();
+        cli.relay_config().unwrap();
     }
 
     #[test]

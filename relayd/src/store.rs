@@ -19,12 +19,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use blkkin::ring::header::Calibration;
 use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
-use blkkin::wire::{self, StreamKey, StreamSummary};
+use blkkin::wire::{self, StreamCounters, StreamKey, StreamSummary};
 use serde_json::json;
 
 use crate::config::{FsyncPolicy, StoreConfig};
@@ -93,6 +94,8 @@ struct Segment {
     entries: u64,
     /// Position of the last entry.
     last: Option<u64>,
+    /// When the segment was last written (its newest record's age).
+    modified: SystemTime,
 }
 
 /// Metadata of a stream, kept in `meta.json`.
@@ -108,6 +111,20 @@ pub struct Meta {
     pub writer: WriterCounters,
     /// Records the relay never received (position gaps in what consumers sent).
     pub lost_gap: u64,
+    /// Positions below this were deleted by retention (keeps `next` when a
+    /// stream's every segment was deleted).
+    pub retained_to: u64,
+}
+
+impl Meta {
+    /// The loss counters readers are sent.
+    pub fn counters(&self) -> StreamCounters {
+        StreamCounters {
+            reader: self.reader,
+            writer: self.writer,
+            relay_gap: self.lost_gap,
+        }
+    }
 }
 
 struct Inner {
@@ -257,7 +274,7 @@ impl Stream {
             last = seg.last.or(last);
             segments.push(seg);
         }
-        let next = last.map_or(0, |l| l + 1);
+        let next = last.map_or(0, |l| l + 1).max(meta.retained_to);
         Ok(Stream {
             key,
             dir,
@@ -283,6 +300,7 @@ impl Stream {
             "reader": [r.read, r.torn, r.corrupt, r.gap, r.resyncs, r.skipped_bytes],
             "writer": [w.written, w.lost_full, w.lost_too_big, w.lost_no_ring, w.lost_corrupt],
             "lost_gap": m.lost_gap,
+            "retained_to": m.retained_to,
         });
         let tmp = self.dir.join("meta.json.tmp");
         let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
@@ -386,6 +404,7 @@ impl Stream {
             f.sync_data()?;
         }
         seg.len += buf.len() as u64;
+        seg.modified = SystemTime::now();
         buf.clear();
         Ok(())
     }
@@ -414,6 +433,7 @@ impl Stream {
             index: Vec::new(),
             entries: 0,
             last: None,
+            modified: SystemTime::now(),
         });
         Ok(())
     }
@@ -430,6 +450,37 @@ impl Stream {
             tracing::debug!(stream = %self.dir.display(), segment = s.base, "retention removed a segment");
         }
         Ok(())
+    }
+
+    /// Deletes the segments whose newest record is older than the retention
+    /// age (whole segments, oldest first); returns how many. A stream idle
+    /// for longer than the age ends up empty (`first` = `next`).
+    pub fn retain_by_age(&self, now: SystemTime) -> anyhow::Result<usize> {
+        let Some(age) = self.cfg.retain_age else {
+            return Ok(0);
+        };
+        let Some(cutoff) = now.checked_sub(age) else {
+            return Ok(0);
+        };
+        let mut g = self.lock();
+        let mut removed = 0;
+        while g.segments.first().is_some_and(|s| s.modified < cutoff) {
+            let s = g.segments.remove(0);
+            if g.segments.is_empty() {
+                g.active = None; // the next append starts a new segment
+            }
+            fs::remove_file(&s.path).with_context(|| format!("removing {}", s.path.display()))?;
+            if let Some(l) = s.last {
+                g.meta.retained_to = g.meta.retained_to.max(l + 1);
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            let m = g.meta.clone();
+            self.save_meta(&m)?;
+            tracing::debug!(stream = %self.dir.display(), removed, first = first_of(&g), "age retention removed segments");
+        }
+        Ok(removed)
     }
 
     /// fsyncs the active segment.
@@ -525,7 +576,8 @@ fn first_of(g: &Inner) -> u64 {
 /// Scans a segment, truncating it after its last valid entry.
 fn recover_segment(base: u64, path: &Path, prev: Option<u64>) -> anyhow::Result<Segment> {
     let f = OpenOptions::new().read(true).write(true).open(path)?;
-    let file_len = f.metadata()?.len();
+    let meta = f.metadata()?;
+    let file_len = meta.len();
     let mut r = io::BufReader::with_capacity(256 << 10, &f);
     let mut seg = Segment {
         base,
@@ -534,6 +586,7 @@ fn recover_segment(base: u64, path: &Path, prev: Option<u64>) -> anyhow::Result<
         index: Vec::new(),
         entries: 0,
         last: None,
+        modified: meta.modified().unwrap_or_else(|_| SystemTime::now()),
     };
     let mut last = prev;
     let mut off = 0u64;
@@ -634,6 +687,7 @@ fn load_meta(path: &Path) -> anyhow::Result<(StreamKey, Meta)> {
             lost_corrupt: w[4],
         },
         lost_gap: u(&v["lost_gap"]).unwrap_or(0),
+        retained_to: u(&v["retained_to"]).unwrap_or(0),
     };
     Ok((key, meta))
 }
@@ -727,6 +781,28 @@ impl Store {
     /// A receiver woken by [`Store::notify`].
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Applies the age retention to every stream; readers are told when
+    /// something was removed. Returns how many segments were removed.
+    pub fn retain_by_age(&self) -> anyhow::Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for s in self.streams() {
+            removed += s.retain_by_age(now)?;
+        }
+        if removed > 0 {
+            self.notify();
+        }
+        Ok(removed)
+    }
+
+    /// How often [`Store::retain_by_age`] should run (None: no age retention).
+    pub fn retention_period(&self) -> Option<std::time::Duration> {
+        use std::time::Duration;
+        self.cfg
+            .retain_age
+            .map(|a| (a / 4).clamp(Duration::from_millis(50), Duration::from_secs(60)))
     }
 
     /// fsyncs every stream.

@@ -21,11 +21,7 @@ async fn reader_gets_every_record_exactly_once_in_order() {
 
     // Subscribed to everything from the oldest: history first, then live.
     let mut rd = Client::hello(relay.addr, Role::Reader).await;
-    rd.send(&Frame::Subscribe {
-        key: None,
-        start: Start::Oldest,
-    })
-    .await;
+    rd.subscribe_all(Start::Oldest).await;
     let mut got = Received::default();
     read_until(&mut rd, &mut got, |g| g.positions(&a).len() == 50).await;
 
@@ -143,11 +139,7 @@ async fn consumer_reconnect_resending_overlap_creates_no_duplicates() {
     assert_eq!(cons.push(4, 50, 55).await, 55);
 
     let mut rd = Client::hello(relay.addr, Role::Reader).await;
-    rd.send(&Frame::Subscribe {
-        key: None,
-        start: Start::Oldest,
-    })
-    .await;
+    rd.subscribe_all(Start::Oldest).await;
     let mut got = Received::default();
     read_until(&mut rd, &mut got, |g| g.positions(&k).len() >= 50).await;
     let mut want = range(0, 45);
@@ -211,11 +203,7 @@ async fn relay_restart_keeps_everything() {
         ),
         other => panic!("expected Streams, got {other:?}"),
     }
-    rd.send(&Frame::Subscribe {
-        key: None,
-        start: Start::Oldest,
-    })
-    .await;
+    rd.subscribe_all(Start::Oldest).await;
     let mut got = Received::default();
     read_until(&mut rd, &mut got, |g| g.positions(&k).len() >= 200).await;
     assert_eq!(got.positions(&k), range(0, 200));

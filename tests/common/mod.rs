@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod daemons;
+
 use serde_json::Value;
 
 /// The cargo profile directory (target/debug) this test binary lives in.

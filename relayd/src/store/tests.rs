@@ -233,3 +233,46 @@ fn unusable_data_dir_is_a_clear_error() {
         "{err:#}"
     );
 }
+
+#[test]
+fn age_retention_deletes_whole_old_segments_and_keeps_positions() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let entry = (ENTRY_HEADER + record_at(0).len()) as u64;
+    let mut c = cfg(dir.path());
+    c.segment_size = 10 * entry;
+    let age = Duration::from_secs(3600);
+    c.retain_age = Some(age);
+    let store = Store::open(c.clone()).unwrap();
+    let s = store.open_stream(&key(1), cal()).unwrap();
+    s.append(0, &records(0, 30)).unwrap(); // three segments
+    std::thread::sleep(Duration::from_millis(30));
+    let between = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(30));
+    s.append(30, &records(30, 45)).unwrap(); // two more
+    assert_eq!(s.segment_count(), 5);
+
+    // Nothing is old yet.
+    assert_eq!(s.retain_by_age(SystemTime::now()).unwrap(), 0);
+    // An hour after `between`: the segments written before it are gone.
+    assert_eq!(s.retain_by_age(between + age).unwrap(), 3);
+    assert_eq!((s.first(), s.next()), (30, 45));
+    assert_eq!(read_all(&s, 0), expect(30, 45));
+
+    // Much later everything is old: the stream is empty but keeps its
+    // positions, also across a restart (segment times come from the files).
+    drop((s, store));
+    let store = Store::open(c.clone()).unwrap();
+    let s = store.get(&key(1)).unwrap();
+    assert_eq!((s.first(), s.next()), (30, 45));
+    assert_eq!(s.retain_by_age(SystemTime::now() + 2 * age).unwrap(), 2);
+    assert_eq!((s.first(), s.next(), s.segment_count()), (45, 45, 0));
+    drop((s, store));
+    let store = Store::open(c).unwrap();
+    let s = store.get(&key(1)).unwrap();
+    assert_eq!((s.first(), s.next()), (45, 45));
+    // Appending continues at the next position, without a gap or duplicates.
+    let a = s.append(45, &records(45, 50)).unwrap();
+    assert_eq!((a.written, a.gap, a.duplicates, a.next), (5, 0, 0, 50));
+    assert_eq!(read_all(&s, 0), expect(45, 50));
+}

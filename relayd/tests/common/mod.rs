@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use blkkin::ring::header::Calibration;
-use blkkin::wire::{self, Frame, FrameBuffer, Role, StreamKey};
+use blkkin::wire::{self, Frame, FrameBuffer, Role, StreamCounters, StreamKey};
 use blkkin_relayd::store::split_records;
 use blkkin_relayd::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -176,6 +176,11 @@ impl Client {
         self.ack(handle).await
     }
 
+    /// A reader's subscription to every stream, current and future, from `start`.
+    pub async fn subscribe_all(&mut self, start: wire::Start) {
+        self.send(&Frame::Subscribe { key: None, start }).await;
+    }
+
     /// Expects an Error frame with `code` and then the close.
     pub async fn expect_error_close(&mut self, code: wire::ErrorCode) {
         match self.recv().await {
@@ -191,6 +196,8 @@ impl Client {
 pub struct Received {
     pub streams: Vec<(u32, StreamKey)>,
     pub records: Vec<(u32, u64, Vec<u8>)>,
+    /// Every StreamCounters frame, in arrival order.
+    pub counters: Vec<(u32, StreamCounters)>,
 }
 
 impl Received {
@@ -240,6 +247,10 @@ pub async fn read_until(c: &mut Client, got: &mut Received, done: impl Fn(&Recei
                 for (i, r) in split_records(&records).into_iter().enumerate() {
                     got.records.push((handle, first + i as u64, r.to_vec()));
                 }
+            }
+            Some(Frame::StreamCounters { handle, counters }) => {
+                assert!(got.streams.iter().any(|s| s.0 == handle), "announced first");
+                got.counters.push((handle, counters));
             }
             other => panic!("unexpected frame {other:?}"),
         }

@@ -1,0 +1,122 @@
+//! A consumer's connection: streams opened, records persisted and
+//! acknowledged, counters and consumer statistics recorded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use blkkin::wire::Frame;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+
+use super::frame_name;
+use super::io::{blocking, send, Close, FrameReader};
+use super::peers::PeerGuard;
+use crate::store::{Store, Stream};
+
+/// Serves a consumer until it disconnects (`Ok`) or the connection fails.
+pub(super) async fn serve(
+    rx: &mut FrameReader,
+    w: &mut OwnedWriteHalf,
+    store: &Arc<Store>,
+    me: &PeerGuard,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Close> {
+    let mut handles: HashMap<u32, Arc<Stream>> = HashMap::new();
+    loop {
+        let f = tokio::select! {
+            f = rx.next(true) => f,
+            _ = stop.wait_for(|s| *s) => return Err(Close::Shutdown),
+        };
+        let f = match f {
+            Err(Close::Eof) => return Ok(()),
+            other => other?,
+        };
+        let stream = |h: &u32| {
+            handles
+                .get(h)
+                .cloned()
+                .ok_or_else(|| Close::Protocol(format!("unknown stream handle {h}")))
+        };
+        match f {
+            Frame::OpenStream {
+                handle,
+                key,
+                calibration,
+            } => {
+                let st = store.clone();
+                let k = key.clone();
+                let s = blocking(move || st.open_stream(&k, calibration)).await?;
+                tracing::info!(handle, ?key, next = s.next(), "stream opened");
+                let next = s.next();
+                handles.insert(handle, s);
+                send(w, &[Frame::Ack { handle, next }]).await?;
+            }
+            Frame::Records {
+                handle,
+                first,
+                records,
+            } => {
+                let s = stream(&handle)?;
+                let s2 = s.clone();
+                let a = blocking(move || s2.append(first, &records)).await?;
+                if a.written > 0 {
+                    store.notify();
+                }
+                if a.gap > 0 {
+                    tracing::warn!(key = ?s.key(), lost = a.gap, at = a.next - a.written, "gap in positions: records lost upstream");
+                }
+                if a.duplicates > 0 {
+                    tracing::debug!(key = ?s.key(), duplicates = a.duplicates, "skipped records already held");
+                }
+                send(
+                    w,
+                    &[Frame::Ack {
+                        handle,
+                        next: a.next,
+                    }],
+                )
+                .await?;
+            }
+            Frame::Counters {
+                handle,
+                reader,
+                writer,
+            } => {
+                let s = stream(&handle)?;
+                let m = s.meta();
+                if (m.reader, m.writer) != (reader, writer) {
+                    blocking(move || {
+                        s.update_meta(|m| {
+                            m.reader = reader;
+                            m.writer = writer;
+                        })
+                    })
+                    .await?;
+                    store.notify(); // readers are sent the new counters
+                }
+            }
+            Frame::ConsumerStats(stats) => me.set_consumer_stats(stats),
+            Frame::Heartbeat => {}
+            Frame::Calibrate {
+                handle,
+                calibration,
+            } => {
+                let s = stream(&handle)?;
+                blocking(move || s.update_meta(|m| m.calibration = calibration)).await?;
+            }
+            Frame::CloseStream { handle } => {
+                let s = stream(&handle)?;
+                tracing::info!(handle, key = ?s.key(), next = s.next(), "stream closed by its writer");
+                blocking(move || s.update_meta(|m| m.closed = true)).await?;
+                handles.remove(&handle);
+                store.notify();
+            }
+            other => {
+                return Err(Close::Protocol(format!(
+                    "{} is not allowed from a consumer",
+                    frame_name(&other)
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Connection plumbing: why a connection ends, a frame reader with idle and
+//! slow-loris timeouts, and sending frames.
+
+use std::io;
+use std::time::Duration;
+
+use blkkin::wire::{ErrorCode, Frame, FrameBuffer, WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Close {
+    #[error("peer closed")]
+    Eof,
+    #[error("peer closed in the middle of a frame")]
+    Truncated,
+    #[error("{0}")]
+    Timeout(String),
+    #[error("malformed frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("store error: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// Reads frames with idle and slow-loris timeouts. Cancel-safe: dropping a
+/// pending [`FrameReader::next`] loses no bytes.
+pub(super) struct FrameReader {
+    sock: OwnedReadHalf,
+    fb: FrameBuffer,
+    buf: Vec<u8>,
+    last_rx: Instant,
+    last_read: Instant,
+    partial_since: Option<Instant>,
+    idle_timeout: Duration,
+    frame_timeout: Duration,
+}
+
+impl FrameReader {
+    pub(super) fn new(sock: OwnedReadHalf, cfg: &Config) -> FrameReader {
+        let now = Instant::now();
+        FrameReader {
+            sock,
+            fb: FrameBuffer::new(cfg.max_frame),
+            buf: vec![0; 64 << 10],
+            last_rx: now,
+            last_read: now,
+            partial_since: None,
+            idle_timeout: cfg.idle_timeout,
+            frame_timeout: cfg.frame_timeout,
+        }
+    }
+
+    /// The next frame; with `idle`, a peer silent for the idle timeout is an error.
+    pub(super) async fn next(&mut self, idle: bool) -> Result<Frame, Close> {
+        loop {
+            let got = self.fb.next_frame();
+            self.partial_since = if self.fb.is_empty() {
+                None
+            } else {
+                Some(self.partial_since.unwrap_or(self.last_read))
+            };
+            if let Some(f) = got? {
+                if !self.fb.is_empty() {
+                    // The rest arrived with the last read.
+                    self.partial_since = Some(self.last_read);
+                }
+                return Ok(f);
+            }
+            let partial = self.partial_since.map(|p| p + self.frame_timeout);
+            let idle_at = idle.then(|| self.last_rx + self.idle_timeout);
+            let deadline = match (partial, idle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let read = self.sock.read(&mut self.buf);
+            let n = match deadline {
+                None => read.await?,
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r?,
+                    Err(_) if partial == Some(d) => {
+                        return Err(Close::Timeout(format!(
+                            "partial frame ({} bytes) not completed within {:?} (slow sender)",
+                            self.fb.len(),
+                            self.frame_timeout
+                        )))
+                    }
+                    Err(_) => {
+                        return Err(Close::Timeout(format!("idle for {:?}", self.idle_timeout)))
+                    }
+                },
+            };
+            if n == 0 {
+                return Err(if self.fb.is_empty() {
+                    Close::Eof
+                } else {
+                    Close::Truncated
+                });
+            }
+            let now = Instant::now();
+            self.last_rx = now;
+            self.last_read = now;
+            if self.fb.is_empty() {
+                self.partial_since = Some(now);
+            }
+            self.fb.extend(&self.buf[..n]);
+        }
+    }
+}
+
+pub(super) async fn send(w: &mut OwnedWriteHalf, frames: &[Frame]) -> Result<(), Close> {
+    let mut bytes = Vec::new();
+    for f in frames {
+        f.encode(&mut bytes);
+    }
+    w.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// Sends an `Error` frame (best effort, bounded in time) after a fatal problem.
+pub(super) async fn send_error(w: &mut OwnedWriteHalf, code: ErrorCode, message: String) {
+    let f = Frame::Error { code, message };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = send(w, &[f]).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+}
+
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Close> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Close::Store),
+        Err(e) => Err(Close::Store(anyhow::anyhow!("store task failed: {e}"))),
+    }
+}

@@ -1,0 +1,249 @@
+//! Connections: one port, the role comes from `Hello`.
+//!
+//! * Consumer: `OpenStream` (answered with `Ack{next}` so the consumer knows
+//!   where the relay stands), `Records` (persisted, duplicates skipped, gaps
+//!   counted as lost, answered with `Ack{next}`), `Counters`, `Calibrate`,
+//!   `CloseStream`, `ConsumerStats`, `Heartbeat` ([`consumer`]).
+//! * Reader: `List` → `Streams`; `Status` → `StatusReport`; `Subscribe` →
+//!   `Announce` and `StreamCounters` per stream, then `Records` read from the
+//!   store at the reader's own pace and pushed as new records are persisted;
+//!   `StreamCounters` again whenever a stream's loss counters change
+//!   ([`reader`]).
+//!
+//! Every connection has its own task; a malformed frame, a frame not allowed
+//! for the role, an idle connection or a partial frame older than the frame
+//! timeout (slow-loris) closes only that connection.
+
+mod consumer;
+mod io;
+mod peers;
+mod reader;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use blkkin::wire::{self, ErrorCode, Frame, Role};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::store::Store;
+use io::{send, send_error, Close, FrameReader};
+use peers::Peers;
+
+/// What every connection shares.
+struct Shared {
+    store: Arc<Store>,
+    cfg: Arc<Config>,
+    peers: Arc<Peers>,
+}
+
+/// How long shutdown waits for connections to finish before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A bound relay, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Opens the store (recovering every stream) and binds the listening socket.
+    pub async fn bind(cfg: Config) -> anyhow::Result<Server> {
+        let store_cfg = cfg.store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+            .await
+            .context("store recovery task failed")??;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                store: Arc::new(store),
+                cfg: Arc::new(cfg),
+                peers: Arc::new(Peers::new()),
+            }),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound socket has an address")
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, closes the
+    /// connections (waiting up to 3 s for them) and fsyncs the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        let period = self.shared.store.retention_period();
+        let mut retention = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(addr = %self.local_addr(), "listening");
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = retention.tick(), if period.is_some() => {
+                    let store = self.shared.store.clone();
+                    match tokio::task::spawn_blocking(move || store.retain_by_age()).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(segments = n, "age retention removed old segments"),
+                        Ok(Err(e)) => tracing::error!("age retention: {e:#}"),
+                        Err(e) => tracing::error!("age retention task failed: {e}"),
+                    }
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                r = self.listener.accept() => match r {
+                    Ok((sock, peer)) => {
+                        let shared = self.shared.clone();
+                        let stop = stop_rx.clone();
+                        conns.spawn(async move {
+                            sock.set_nodelay(true).ok();
+                            tracing::debug!(%peer, "connection");
+                            let reason = handle(sock, peer, shared, stop).await;
+                            tracing::info!(%peer, "connection closed: {reason}");
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("shutting down: closing {} connection(s)", conns.len());
+        drop(self.listener);
+        stop_tx.send(true).ok();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: aborting them");
+            conns.shutdown().await;
+        }
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.sync_all())
+            .await
+            .context("sync task failed")?
+            .context("final fsync")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> Close {
+    let (r, mut w) = sock.into_split();
+    let mut rx = FrameReader::new(r, &shared.cfg);
+    let reason = session(&mut rx, &mut w, peer, &shared, stop).await;
+    let reply = match &reason {
+        Close::Wire(e) => Some((ErrorCode::Malformed, e.to_string())),
+        Close::Truncated => Some((ErrorCode::Malformed, "truncated frame".to_string())),
+        Close::Timeout(m) => Some((ErrorCode::Unexpected, m.clone())),
+        Close::Protocol(m) => Some((ErrorCode::Unexpected, m.clone())),
+        Close::Shutdown => Some((ErrorCode::Unavailable, "relay shutting down".to_string())),
+        Close::Store(e) => Some((ErrorCode::Unavailable, format!("{e:#}"))),
+        Close::Eof | Close::Io(_) => None,
+    };
+    if let Some((code, message)) = reply {
+        send_error(&mut w, code, message).await;
+    }
+    reason
+}
+
+async fn session(
+    rx: &mut FrameReader,
+    w: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> Close {
+    let cfg = &shared.cfg;
+    let hello = tokio::select! {
+        f = rx.next(true) => f,
+        _ = stop.wait_for(|s| *s) => return Close::Shutdown,
+    };
+    let (role, name) = match hello {
+        Err(c) => return c,
+        Ok(Frame::Hello {
+            version,
+            role,
+            name,
+        }) => {
+            if version != wire::VERSION {
+                send_error(
+                    w,
+                    ErrorCode::Version,
+                    format!(
+                        "protocol version {version} not supported (this relay speaks {})",
+                        wire::VERSION
+                    ),
+                )
+                .await;
+                return Close::Protocol(format!("unsupported version {version}"));
+            }
+            (role, name)
+        }
+        Ok(other) => return Close::Protocol(format!("expected Hello, got {}", frame_name(&other))),
+    };
+    tracing::info!(?role, %name, "hello");
+    let welcome = Frame::Welcome {
+        version: wire::VERSION,
+        name: cfg.name.clone(),
+        idle_timeout_ms: u32::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u32::MAX),
+    };
+    if let Err(c) = send(w, &[welcome]).await {
+        return c;
+    }
+    let me = shared.peers.register(role, name, peer);
+    let r = match role {
+        Role::Consumer => consumer::serve(rx, w, &shared.store, &me, stop).await,
+        Role::Reader => reader::serve(rx, w, shared, stop).await,
+    };
+    match r {
+        Ok(()) => Close::Eof,
+        Err(c) => c,
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Welcome { .. } => "Welcome",
+        Frame::Error { .. } => "Error",
+        Frame::OpenStream { .. } => "OpenStream",
+        Frame::Records { .. } => "Records",
+        Frame::Counters { .. } => "Counters",
+        Frame::Calibrate { .. } => "Calibrate",
+        Frame::CloseStream { .. } => "CloseStream",
+        Frame::Ack { .. } => "Ack",
+        Frame::List => "List",
+        Frame::Streams(_) => "Streams",
+        Frame::Subscribe { .. } => "Subscribe",
+        Frame::Announce { .. } => "Announce",
+        Frame::Heartbeat => "Heartbeat",
+        Frame::ConsumerStats(_) => "ConsumerStats",
+        Frame::StreamCounters { .. } => "StreamCounters",
+        Frame::Status => "Status",
+        Frame::StatusReport(_) => "StatusReport",
+    }
+}

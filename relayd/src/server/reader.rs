@@ -1,0 +1,215 @@
+//! A reader's connection: `List`, `Status`, and `Subscribe` followed by
+//! `Announce`, `StreamCounters` and `Records` pushed from the store at the
+//! reader's own pace.
+
+use std::sync::Arc;
+
+use blkkin::wire::{self, Frame, Start, StreamCounters, StreamKey};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+
+use super::io::{blocking, send, Close, FrameReader};
+use super::{frame_name, Shared};
+use crate::store::Stream;
+
+/// Bytes of records read from the store for one reader at a time.
+const READ_BATCH: usize = 256 << 10;
+
+/// One stream a reader receives.
+struct Sub {
+    handle: u32,
+    stream: Arc<Stream>,
+    cursor: u64,
+    /// Loss counters last sent.
+    counters: StreamCounters,
+}
+
+/// A `Subscribe` that also covers streams created later.
+struct Selector {
+    key: Option<StreamKey>,
+    start: Start,
+}
+
+fn start_position(s: &Stream, start: Start) -> u64 {
+    match start {
+        Start::Oldest => s.first(),
+        Start::Newest => s.next(),
+        Start::At(p) => p,
+    }
+}
+
+/// Serves a reader until it disconnects (`Ok`) or the connection fails.
+pub(super) async fn serve(
+    rx: &mut FrameReader,
+    w: &mut OwnedWriteHalf,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Close> {
+    let store = &shared.store;
+    let mut subs: Vec<Sub> = Vec::new();
+    let mut selectors: Vec<Selector> = Vec::new();
+    let mut changes = store.watch();
+    let mut next_handle = 1u32;
+    loop {
+        changes.borrow_and_update();
+        // New streams matching a selector (streams existing at Subscribe time
+        // were added then, with the requested start; later ones from their start).
+        if !selectors.is_empty() {
+            for s in store.streams() {
+                if subs.iter().any(|x| x.stream.key() == s.key()) {
+                    continue;
+                }
+                if let Some(sel) = selectors
+                    .iter()
+                    .find(|sel| sel.key.as_ref().is_none_or(|k| k == s.key()))
+                {
+                    let cursor = match (sel.key.is_some(), sel.start) {
+                        (true, Start::At(p)) => p,
+                        _ => s.first(),
+                    };
+                    announce(w, &mut subs, &mut next_handle, s, cursor).await?;
+                }
+            }
+        }
+        // Loss counters that changed since last sent.
+        let mut changed = Vec::new();
+        for sub in &mut subs {
+            let counters = sub.stream.meta().counters();
+            if counters != sub.counters {
+                sub.counters = counters;
+                changed.push(Frame::StreamCounters {
+                    handle: sub.handle,
+                    counters,
+                });
+            }
+        }
+        if !changed.is_empty() {
+            send(w, &changed).await?;
+        }
+        // One batch per stream per round, so streams share the reader fairly.
+        let mut progressed = false;
+        for sub in &mut subs {
+            if sub.cursor >= sub.stream.next() {
+                continue;
+            }
+            progressed |= push(w, sub).await?;
+        }
+        let f = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Err(Close::Shutdown),
+            // A subscribed reader may wait for streams in silence.
+            f = rx.next(subs.is_empty() && selectors.is_empty()) => f,
+            r = changes.changed(), if !progressed => {
+                if r.is_err() { return Err(Close::Shutdown); }
+                continue;
+            }
+            _ = std::future::ready(()), if progressed => continue,
+        };
+        let f = match f {
+            Err(Close::Eof) => return Ok(()),
+            other => other?,
+        };
+        match f {
+            Frame::List => {
+                let list = store.streams().iter().map(|s| s.summary()).collect();
+                send(w, &[Frame::Streams(list)]).await?;
+            }
+            Frame::Status => {
+                let report = shared.peers.report(&shared.cfg.name, store);
+                send(w, &[Frame::StatusReport(report)]).await?;
+            }
+            Frame::Heartbeat => {}
+            Frame::Subscribe { key, start } => {
+                tracing::info!(?key, ?start, "subscribe");
+                let now: Vec<Arc<Stream>> = match &key {
+                    None => store.streams(),
+                    Some(k) => store.get(k).into_iter().collect(),
+                };
+                for s in now {
+                    if subs.iter().any(|x| x.stream.key() == s.key()) {
+                        continue;
+                    }
+                    let cursor = start_position(&s, start);
+                    announce(w, &mut subs, &mut next_handle, s, cursor).await?;
+                }
+                selectors.push(Selector { key, start });
+            }
+            other => {
+                return Err(Close::Protocol(format!(
+                    "{} is not allowed from a reader",
+                    frame_name(&other)
+                )))
+            }
+        }
+    }
+}
+
+async fn announce(
+    w: &mut OwnedWriteHalf,
+    subs: &mut Vec<Sub>,
+    next_handle: &mut u32,
+    stream: Arc<Stream>,
+    cursor: u64,
+) -> Result<(), Close> {
+    let handle = *next_handle;
+    *next_handle += 1;
+    let meta = stream.meta();
+    let counters = meta.counters();
+    let f = Frame::Announce {
+        handle,
+        key: stream.key().clone(),
+        calibration: meta.calibration,
+    };
+    send(w, &[f, Frame::StreamCounters { handle, counters }]).await?;
+    subs.push(Sub {
+        handle,
+        stream,
+        counters,
+        cursor,
+    });
+    Ok(())
+}
+
+/// Reads one batch for `sub` from the store and sends it; false if nothing was read.
+async fn push(w: &mut OwnedWriteHalf, sub: &mut Sub) -> Result<bool, Close> {
+    let s = sub.stream.clone();
+    let from = sub.cursor;
+    let entries = blocking(move || s.read(from, READ_BATCH)).await?;
+    let Some(last) = entries.last().map(|e| e.0) else {
+        // Nothing at or after the cursor (retention removed it): skip ahead.
+        let first = sub.stream.first();
+        sub.cursor = if first > sub.cursor {
+            first
+        } else {
+            sub.stream.next()
+        };
+        return Ok(false);
+    };
+    let mut frames = Vec::new();
+    let mut first = entries[0].0;
+    let mut expect = first;
+    let mut records = Vec::new();
+    let mut count = 0u32;
+    for (pos, rec) in entries {
+        if pos != expect || count == wire::MAX_RECORDS_PER_FRAME {
+            frames.push(Frame::Records {
+                handle: sub.handle,
+                first,
+                records: std::mem::take(&mut records),
+            });
+            first = pos;
+            count = 0;
+        }
+        records.extend_from_slice(&rec);
+        count += 1;
+        expect = pos + 1;
+    }
+    frames.push(Frame::Records {
+        handle: sub.handle,
+        first,
+        records,
+    });
+    send(w, &frames).await?;
+    sub.cursor = last + 1;
+    Ok(true)
+}
