@@ -203,6 +203,14 @@ pub(crate) fn trace_day(spans: &[Span]) -> Option<u32> {
         .and_then(|t| u32::try_from(t / DAY_MICROS).ok())
 }
 
+/// The same half of the same span: id, kind, sharing and local service.
+fn same_span(a: &Span, b: &Span) -> bool {
+    a.id == b.id
+        && a.kind == b.kind
+        && a.shared == b.shared
+        && service(a.local_endpoint.as_ref()) == service(b.local_endpoint.as_ref())
+}
+
 /// Spans grouped by trace until the trace has been quiet for the linking
 /// window, so a trace whose spans arrive in several batches is linked once,
 /// whole. Bounded: past `max_spans` the oldest traces are linked early.
@@ -238,8 +246,11 @@ impl TraceBuffer {
                 .entry(s.trace_id.to_ascii_lowercase())
                 .or_insert_with(|| (now, Vec::new()));
             e.0 = now;
-            e.1.push(s.clone());
-            self.spans += 1;
+            // A span sent again (a retried write) is one span, not two.
+            if !e.1.iter().any(|held| same_span(held, s)) {
+                e.1.push(s.clone());
+                self.spans += 1;
+            }
         }
         let mut due: Vec<String> = self
             .traces
@@ -381,6 +392,9 @@ mod tests {
         let mut b = a.clone();
         b.trace_id = "02".into();
         assert!(buf.add(&[a.clone()], t0, &mut early).is_empty());
+        // The same span again (a retry) is held once.
+        assert!(buf.add(&[a.clone()], t0, &mut early).is_empty());
+        assert_eq!(buf.len(), 1);
         assert!(buf
             .add(&[b.clone()], t0 + Duration::from_secs(5), &mut early)
             .is_empty());
@@ -389,8 +403,11 @@ mod tests {
         assert_eq!(due[0][0].trace_id, "01");
         assert_eq!(buf.len(), 1);
         // Over the bound: the oldest trace goes early.
+        let (mut a2, mut a3) = (a.clone(), a.clone());
+        a2.id = "a2".into();
+        a3.id = "a3".into();
         let due = buf.add(
-            &[a.clone(), a.clone(), a],
+            &[a.clone(), a2, a3],
             t0 + Duration::from_secs(12),
             &mut early,
         );

@@ -92,7 +92,7 @@ pub enum CassandraError {
         contact_points: String,
         /// The driver's error.
         #[source]
-        source: scylla::errors::NewSessionError,
+        source: Box<scylla::errors::NewSessionError>,
     },
     /// A schema statement failed.
     #[error("Cassandra schema statement failed: {statement}: {source}")]
@@ -101,7 +101,7 @@ pub enum CassandraError {
         statement: String,
         /// The driver's error.
         #[source]
-        source: scylla::errors::ExecutionError,
+        source: Box<scylla::errors::ExecutionError>,
     },
     /// The keyspace lacks Zipkin's tables and the sink may not create them.
     #[error("keyspace {keyspace} lacks Zipkin's table {table}: create the schema (ensure_schema) or apply Zipkin's zipkin2-schema.cql and zipkin2-schema-indexes.cql")]
@@ -121,7 +121,7 @@ pub enum CassandraError {
         statement: String,
         /// The driver's error.
         #[source]
-        source: scylla::errors::PrepareError,
+        source: Box<scylla::errors::PrepareError>,
     },
     /// Some statements of a write failed (the rest were applied; writing
     /// the same spans again is safe: every span statement is idempotent).

@@ -88,7 +88,7 @@ pub(crate) async fn ensure(
                 .await
                 .map_err(|source| CassandraError::Schema {
                     statement: statement.lines().next().unwrap_or_default().to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         session

@@ -57,17 +57,13 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(
-        session: &Session,
-        ks: &str,
-        search: bool,
-    ) -> Result<Statements, CassandraError> {
+    async fn prepare(session: &Session, ks: &str) -> Result<Statements, CassandraError> {
         let prepare =
             |cql: String, idempotent: bool| async move {
                 let mut p = session.prepare(cql.as_str()).await.map_err(|source| {
                     CassandraError::Prepare {
                         statement: cql.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 p.set_is_idempotent(idempotent);
@@ -75,7 +71,6 @@ impl Statements {
             };
         // Without search the last two columns are bound but unset; they
         // exist anyway, as `schema::ensure` requires the whole schema.
-        let _ = search;
         let marks = vec!["?"; 17].join(",");
         let mut link_select = prepare(
             format!("SELECT calls, errors FROM {ks}.dependency WHERE day = ? AND parent = ? AND child = ?"),
@@ -277,7 +272,7 @@ impl CassandraSink {
             .await
             .map_err(|source| CassandraError::Connect {
                 contact_points: config.contact_points.join(","),
-                source,
+                source: Box::new(source),
             })?;
         schema::ensure(
             &session,
@@ -286,8 +281,7 @@ impl CassandraSink {
             config.ensure_schema,
         )
         .await?;
-        let statements =
-            Statements::prepare(&session, &config.keyspace, config.search_enabled).await?;
+        let statements = Statements::prepare(&session, &config.keyspace).await?;
         Ok(CassandraSink {
             session: Arc::new(session),
             statements: Arc::new(statements),
