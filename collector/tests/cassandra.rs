@@ -149,20 +149,37 @@ fn zipkin_browses_what_the_cassandra_sink_wrote() {
     let sink = BlockingCassandraSink::connect(config(cassandra.port))
         .expect("connect and create the schema");
 
-    // The workload, in two batches so traces are split across writes.
+    // Two collectors share the keyspace; each writes half of the workload
+    // and both store their dependency counts into the same rows at once.
+    let other = BlockingCassandraSink::connect(config(cassandra.port))
+        .expect("a second collector uses the existing schema");
     let start = now_us() - 60_000_000;
     let traces: Vec<Vec<Span>> = (0..TRACES)
         .map(|t| demo_trace(t, start + t as u64 * 1_000))
         .collect();
-    let all: Vec<Span> = traces.iter().flatten().cloned().collect();
-    let (first, second) = all.split_at(all.len() / 2 + 1);
-    sink.write(first).expect("write the first batch");
-    sink.write(second).expect("write the second batch");
-    // A re-sent batch (a retry) must not duplicate rows.
-    sink.write(second).expect("write the second batch again");
-    sink.flush_links().expect("store the dependency links");
-    let stats = sink.stats();
-    eprintln!("sink stats after the workload: {stats:?}");
+    let (mine, theirs) = traces.split_at(TRACES / 2);
+    let mine: Vec<Span> = mine.iter().flatten().cloned().collect();
+    let theirs: Vec<Span> = theirs.iter().flatten().cloned().collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Two batches that split a trace, and a re-sent batch (a retry),
+            // which must not duplicate rows or links.
+            let (first, second) = mine.split_at(mine.len() / 2 + 1);
+            sink.write(first).expect("write the first batch");
+            sink.write(second).expect("write the second batch");
+            sink.write(second).expect("write the second batch again");
+            sink.flush_links().expect("store the dependency links");
+        });
+        s.spawn(|| {
+            other.write(&theirs).expect("the other collector writes");
+            other
+                .flush_links()
+                .expect("the other collector stores links");
+        });
+    });
+    eprintln!("collector 1: {:?}", sink.stats());
+    eprintln!("collector 2: {:?}", other.stats());
+    drop(other);
 
     let zipkin = Zipkin::start(cassandra.port, KEYSPACE, cassandra.dir.path());
     check_zipkin_reads(&zipkin, &traces);
