@@ -12,7 +12,7 @@
 #   scripts/cassandra.sh classpath              print the classpath (after fetch)
 #
 # Environment: BLKKIN_CACHE (default ~/.cache/blkkin) holds the jars under
-# cassandra/<version>; CASSANDRA_VERSION (default below); CASSANDRA_HEAP
+# cassandra/<version>; CASSANDRA_VERSION (default 5.0.9); CASSANDRA_HEAP
 # (default 768m); CASSANDRA_START_TIMEOUT seconds (default 240).
 #
 # No tarball and no cassandra-env.sh: the daemon runs straight from the

@@ -149,6 +149,23 @@ fn zipkin_browses_what_the_cassandra_sink_wrote() {
     let sink = BlockingCassandraSink::connect(config(cassandra.port))
         .expect("connect and create the schema");
 
+    // Using an existing keyspace that lacks Zipkin's tables is refused.
+    let missing = BlockingCassandraSink::connect(CassandraConfig {
+        keyspace: "no_such_keyspace".into(),
+        ensure_schema: false,
+        ..config(cassandra.port)
+    });
+    match missing {
+        Err(CassandraError::MissingSchema { keyspace, table }) => {
+            assert_eq!(
+                (keyspace.as_str(), table.as_str()),
+                ("no_such_keyspace", "span")
+            );
+        }
+        Err(e) => panic!("wrong error for a missing schema: {e}"),
+        Ok(_) => panic!("a keyspace without Zipkin's tables was accepted"),
+    }
+
     // Two collectors share the keyspace; each writes half of the workload
     // and both store their dependency counts into the same rows at once.
     let other = BlockingCassandraSink::connect(config(cassandra.port))

@@ -17,7 +17,6 @@ mod sink;
 
 use std::time::Duration;
 
-pub use links::{DayLinks, LinkCounts};
 pub use scylla::statement::Consistency;
 pub use sink::{BlockingCassandraSink, CassandraSink, CassandraStats};
 
