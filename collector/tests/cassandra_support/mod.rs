@@ -1,0 +1,281 @@
+//! Real servers for the Cassandra store's tests: a Cassandra node started by
+//! scripts/cassandra.sh and the real Zipkin server reading its keyspace,
+//! both on free loopback ports, plus a tiny HTTP client for Zipkin's API.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Zipkin server release whose `cassandra3` storage reads what we write.
+const ZIPKIN_VERSION: &str = "3.6.1";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("collector/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The cache scripts/cassandra.sh uses too.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("BLKKIN_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/blkkin"),
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+/// True when the test was told to skip Cassandra (logged).
+pub fn skip_cassandra() -> bool {
+    if std::env::var("BLKKIN_SKIP_CASSANDRA").as_deref() == Ok("1") {
+        eprintln!(
+            "BLKKIN_SKIP_CASSANDRA=1: SKIPPING the Cassandra store test against real servers"
+        );
+        return true;
+    }
+    false
+}
+
+/// One Cassandra node, stopped on drop.
+pub struct Cassandra {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    storage_port: u16,
+}
+
+impl Cassandra {
+    /// Starts a node (scripts/cassandra.sh fetches it when needed); panics
+    /// with the script's output when it cannot.
+    pub fn start() -> Cassandra {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = Cassandra {
+            dir,
+            port: free_port(),
+            storage_port: free_port(),
+        };
+        c.run_start();
+        c
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo_root().join("scripts/cassandra.sh"))
+            .args(args)
+            .output()
+            .expect("run scripts/cassandra.sh")
+    }
+
+    fn run_start(&self) {
+        let t = Instant::now();
+        let dir = self.dir.path().to_str().expect("utf-8 temp dir");
+        let out = self.script(&[
+            "start",
+            dir,
+            &self.port.to_string(),
+            &self.storage_port.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "Cassandra did not start (set BLKKIN_SKIP_CASSANDRA=1 to skip): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "cassandra: up on 127.0.0.1:{} in {:.1}s",
+            self.port,
+            t.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Stops the node (graceful: non-durable tables are flushed).
+    pub fn stop(&self) {
+        let out = self.script(&["stop", self.dir.path().to_str().expect("utf-8")]);
+        assert!(out.status.success(), "stop: {out:?}");
+    }
+
+    /// Starts the stopped node again on the same ports and data.
+    pub fn restart(&self) {
+        self.run_start();
+    }
+
+    /// Resident memory of the node, in MiB (for the report).
+    pub fn rss_mib(&self) -> Option<u64> {
+        let pid = std::fs::read_to_string(self.dir.path().join("cassandra.pid")).ok()?;
+        rss_mib(pid.trim())
+    }
+}
+
+impl Drop for Cassandra {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn rss_mib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// The Zipkin server jar: cached, else fetched from Maven Central.
+fn zipkin_jar() -> PathBuf {
+    let dir = cache_dir();
+    let jar = dir.join(format!("zipkin-server-{ZIPKIN_VERSION}-exec.jar"));
+    if jar.exists() {
+        return jar;
+    }
+    std::fs::create_dir_all(&dir).expect("create the cache dir");
+    let out = Command::new("mvn")
+        .args([
+            "-q",
+            "-B",
+            "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+            &format!("-Dartifact=io.zipkin:zipkin-server:{ZIPKIN_VERSION}:jar:exec"),
+            &format!("-DoutputDirectory={}", dir.display()),
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run mvn (Debian package maven)");
+    assert!(
+        out.status.success() && jar.exists(),
+        "could not fetch the Zipkin server: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    jar
+}
+
+/// The real Zipkin server with `STORAGE_TYPE=cassandra3`, killed on drop.
+pub struct Zipkin {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Zipkin {
+    /// Starts Zipkin on the keyspace our sink created and waits for its API.
+    pub fn start(cassandra_port: u16, keyspace: &str, log_dir: &Path) -> Zipkin {
+        let port = free_port();
+        let log = log_dir.join("zipkin.log");
+        let out = std::fs::File::create(&log).expect("zipkin log");
+        let child = Command::new("java")
+            .args(["-Xms128m", "-Xmx384m", "-XX:ActiveProcessorCount=2", "-jar"])
+            .arg(zipkin_jar())
+            .env("STORAGE_TYPE", "cassandra3")
+            .env(
+                "CASSANDRA_CONTACT_POINTS",
+                format!("127.0.0.1:{cassandra_port}"),
+            )
+            .env("CASSANDRA_LOCAL_DC", "datacenter1")
+            .env("CASSANDRA_KEYSPACE", keyspace)
+            .env("CASSANDRA_ENSURE_SCHEMA", "false")
+            .env("QUERY_PORT", port.to_string())
+            .env("COLLECTOR_SCRIBE_ENABLED", "false")
+            .stdout(Stdio::from(out.try_clone().expect("dup log")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start java -jar zipkin-server");
+        let mut z = Zipkin { child, port, log };
+        let t = Instant::now();
+        loop {
+            if let Ok((200, _)) = z.get("/health") {
+                break;
+            }
+            if let Ok(Some(status)) = z.child.try_wait() {
+                panic!("Zipkin exited ({status}): {}", z.log_tail());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "Zipkin not healthy after 180s: {}",
+                z.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!(
+            "zipkin: up on 127.0.0.1:{port} in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        z
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// GET `path`; returns the status and body.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// GET `path`, expecting 200 and JSON.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(status, 200, "GET {path}: {body}\n{}", self.log_tail());
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Resident memory of the server, in MiB.
+    pub fn rss_mib(&self) -> Option<u64> {
+        rss_mib(&self.child.id().to_string())
+    }
+}
+
+impl Drop for Zipkin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close), chunked bodies decoded.
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    if !chunked {
+        return Ok((status, body.to_string()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or_else(bad)?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad())?;
+        if size == 0 {
+            break;
+        }
+        out.push_str(after.get(..size).ok_or_else(bad)?);
+        rest = after.get(size + 2..).ok_or_else(bad)?;
+    }
+    Ok((status, out))
+}
