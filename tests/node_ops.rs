@@ -248,3 +248,76 @@ fn relay_sigint_mid_stream_exits_cleanly_and_loses_nothing() {
         .collect();
     assert_eq!(ids.len(), n * 6, "every annotation exactly once");
 }
+
+#[test]
+fn ring_overflow_losses_are_shown_by_status_and_tail() {
+    let node = Node::start();
+    let relay = node.relay.as_str();
+    // Written with no consumer running into small rings: most records do
+    // not fit and the writers count them.
+    let exe = node.compile("pingpong.c");
+    common::run_traced(&exe, &["3000"], &node.rings, &[("BLKIN_RING_SIZE", "64K")]);
+    let _consumer = start_consumer(&node.rings, relay);
+    let s = wait_for_status(relay, Duration::from_secs(60), |s| {
+        let streams = s["streams"].as_array().unwrap();
+        !streams.is_empty() && streams.iter().all(|st| st["closed"] == true)
+    });
+    let mut lost_by_pid = std::collections::HashMap::new();
+    for st in s["streams"].as_array().unwrap() {
+        let w = &st["counters"]["writer"];
+        let held = st["next"].as_u64().unwrap() - st["first"].as_u64().unwrap();
+        assert_eq!(w["written"].as_u64().unwrap(), held, "{st}");
+        *lost_by_pid.entry(st["pid"].as_u64().unwrap()).or_insert(0) +=
+            w["lost_full"].as_u64().unwrap();
+    }
+    let lost: u64 = lost_by_pid.values().sum();
+    let recorded: u64 = s["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["counters"]["writer"]["written"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        lost + recorded,
+        3000 * 6,
+        "every annotation held or counted"
+    );
+    assert!(lost > 0, "64K rings cannot hold 18000 annotations");
+
+    // tail --json: one counters object per stream with a loss, as counted.
+    let mut tail = start_tail(relay, None);
+    let out = TailOutput::collect(&mut tail);
+    out.wait_for(recorded as usize, Duration::from_secs(60));
+    let mut shown = std::collections::HashMap::new();
+    for c in out.counters() {
+        assert_eq!(c["type"], "counters");
+        assert_eq!(c["node"], "node-a");
+        *shown.entry(c["pid"].as_u64().unwrap()).or_insert(0) +=
+            c["counters"]["writer"]["lost_full"].as_u64().unwrap();
+    }
+    assert_eq!(
+        shown,
+        lost_by_pid.into_iter().filter(|(_, n)| *n > 0).collect()
+    );
+
+    // Text: the loss comes with the stream, before its records.
+    let text = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["tail", "--from-oldest", "--count", "1", relay])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("# loss node=node-a"),
+        "{text}"
+    );
+    assert!(text.contains("ring full "), "{text}");
+    let status_text = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["status", "--interval", "0", relay])
+        .output()
+        .unwrap();
+    let status_text = String::from_utf8(status_text.stdout).unwrap();
+    assert!(status_text.contains("lost: ring full "), "{status_text}");
+}

@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// to a relay (blkkin-relayd). Ring space is freed only once the relay has
 /// acknowledged the records, so restarting the consumer — or the relay —
 /// loses nothing that is still in the rings. Stop with SIGTERM or Ctrl-C:
-/// it drains the rings of exited writers, flushes and waits briefly for the
+/// it drains what the rings hold, flushes and waits briefly for the
 /// last acknowledgements.
 ///
 /// Every option can also be set in a TOML file given with --config, under

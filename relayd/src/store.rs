@@ -25,10 +25,13 @@ use anyhow::{bail, Context};
 use blkkin::ring::header::Calibration;
 use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
-use blkkin::wire::{self, StreamCounters, StreamKey, StreamSummary};
+use blkkin::wire::{StreamCounters, StreamKey, StreamSummary};
 use serde_json::json;
 
 use crate::config::{FsyncPolicy, StoreConfig};
+use recover::{load_meta, recover_segment};
+
+mod recover;
 
 /// Bytes of an entry header.
 pub const ENTRY_HEADER: usize = 16;
@@ -66,7 +69,7 @@ fn entry_crc(pos: u64, record: &[u8]) -> u32 {
     crc32(crc32(0, &pos.to_le_bytes()), record)
 }
 
-/// Splits well-framed ring records (as checked by [`wire::count_records`]).
+/// Splits well-framed ring records (as checked by [`blkkin::wire::count_records`]).
 pub fn split_records(records: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -571,125 +574,6 @@ fn first_of(g: &Inner) -> u64 {
         .find(|s| s.entries > 0)
         .and_then(|s| s.index.first().map(|(p, _)| *p))
         .unwrap_or(g.next)
-}
-
-/// Scans a segment, truncating it after its last valid entry.
-fn recover_segment(base: u64, path: &Path, prev: Option<u64>) -> anyhow::Result<Segment> {
-    let f = OpenOptions::new().read(true).write(true).open(path)?;
-    let meta = f.metadata()?;
-    let file_len = meta.len();
-    let mut r = io::BufReader::with_capacity(256 << 10, &f);
-    let mut seg = Segment {
-        base,
-        path: path.to_path_buf(),
-        len: 0,
-        index: Vec::new(),
-        entries: 0,
-        last: None,
-        modified: meta.modified().unwrap_or_else(|_| SystemTime::now()),
-    };
-    let mut last = prev;
-    let mut off = 0u64;
-    let mut rec = Vec::new();
-    let why = loop {
-        let mut h = [0u8; ENTRY_HEADER];
-        match r.read_exact(&mut h) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                break if off == file_len {
-                    None
-                } else {
-                    Some("torn entry header")
-                };
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let n = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
-        let pos = u64::from_le_bytes(h[8..16].try_into().expect("8"));
-        if n == 0 || n > MAX_RECORD || off + (ENTRY_HEADER + n) as u64 > file_len {
-            break Some("bad entry length");
-        }
-        rec.resize(n, 0);
-        r.read_exact(&mut rec)?;
-        if entry_crc(pos, &rec) != crc {
-            break Some("checksum mismatch");
-        }
-        if wire::count_records(&rec) != Ok(1) {
-            break Some("bad record framing");
-        }
-        if last.is_some_and(|l| pos <= l) || (last.is_none() && pos < base) {
-            break Some("position out of order");
-        }
-        if seg.entries.is_multiple_of(INDEX_EVERY) {
-            seg.index.push((pos, off));
-        }
-        seg.entries += 1;
-        seg.last = Some(pos);
-        last = Some(pos);
-        off += (ENTRY_HEADER + n) as u64;
-    };
-    drop(r);
-    if let Some(why) = why {
-        tracing::warn!(
-            segment = %path.display(),
-            valid = off,
-            dropped = file_len - off,
-            "{why}: truncating the segment after its last valid entry"
-        );
-        f.set_len(off)?;
-        f.sync_all()?;
-    }
-    seg.len = off;
-    Ok(seg)
-}
-
-fn load_meta(path: &Path) -> anyhow::Result<(StreamKey, Meta)> {
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(path)?)?;
-    let u = |v: &serde_json::Value| v.as_u64().context("bad number");
-    let arr = |name: &str, n: usize| -> anyhow::Result<Vec<u64>> {
-        let a = v[name].as_array().with_context(|| format!("no {name}"))?;
-        if a.len() != n {
-            bail!("bad {name}");
-        }
-        a.iter().map(u).collect()
-    };
-    let key = StreamKey {
-        node: v["node"].as_str().context("no node")?.to_string(),
-        pid: u32::try_from(u(&v["pid"])?)?,
-        start_time: u(&v["start_time"])?,
-        cpu: u32::try_from(u(&v["cpu"])?)?,
-    };
-    let c = arr("calibration", 4)?;
-    let r = arr("reader", 6)?;
-    let w = arr("writer", 5)?;
-    let meta = Meta {
-        calibration: Calibration {
-            raw0: c[0],
-            ns0: c[1],
-            raw1: c[2],
-            ns1: c[3],
-        },
-        closed: v["closed"].as_bool().unwrap_or(false),
-        reader: ReaderStats {
-            read: r[0],
-            torn: r[1],
-            corrupt: r[2],
-            gap: r[3],
-            resyncs: r[4],
-            skipped_bytes: r[5],
-        },
-        writer: WriterCounters {
-            written: w[0],
-            lost_full: w[1],
-            lost_too_big: w[2],
-            lost_no_ring: w[3],
-            lost_corrupt: w[4],
-        },
-        lost_gap: u(&v["lost_gap"]).unwrap_or(0),
-        retained_to: u(&v["retained_to"]).unwrap_or(0),
-    };
-    Ok((key, meta))
 }
 
 /// Every stream of a data directory.
