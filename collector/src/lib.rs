@@ -2,3 +2,4 @@
 //! Zipkin spans and delivers them to sinks (see docs/ARCHITECTURE.md).
 
 pub mod model;
+pub mod store;
