@@ -411,6 +411,7 @@ impl Store {
     /// timestamp in it (milliseconds), then trace id, as Zipkin does.
     pub fn traces(&self, q: &QueryRequest) -> Result<Vec<Vec<Span>>, StoreError> {
         // SQL narrows candidates with necessary conditions; `q.test` decides.
+        // In the EXISTS fragments below, `@` marks the next bound value.
         let mut sql = String::from(
             "SELECT s.trace_id, MAX(s.ts) / 1000 AS newest FROM spans s
              WHERE s.ts >= ?1 AND s.ts < ?2",
@@ -423,13 +424,13 @@ impl Store {
             let mut c = cond.to_string();
             for v in values {
                 args.push(Box::new(v));
-                c = c.replacen('?', &format!("?{}", args.len()), 1);
+                c = c.replacen('@', &format!("?{}", args.len()), 1);
             }
             sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM {c})"));
         };
         let svc = q.service_name.clone();
         let svc_cond = if svc.is_some() {
-            " AND x.local_service = ?"
+            " AND x.local_service = @"
         } else {
             ""
         };
@@ -439,20 +440,20 @@ impl Store {
         };
         if let Some(s) = &q.service_name {
             exists(
-                "spans x WHERE x.trace_id = s.trace_id AND x.local_service = ?",
+                "spans x WHERE x.trace_id = s.trace_id AND x.local_service = @",
                 vec![s.clone()],
             );
         }
         if let Some(n) = &q.span_name {
             exists(
-                &format!("spans x WHERE x.trace_id = s.trace_id AND x.name = ?{svc_cond}"),
+                &format!("spans x WHERE x.trace_id = s.trace_id AND x.name = @{svc_cond}"),
                 with_svc(vec![n.clone()]),
             );
         }
         if let Some(r) = &q.remote_service_name {
             exists(
                 &format!(
-                    "spans x WHERE x.trace_id = s.trace_id AND x.remote_service = ?{svc_cond}"
+                    "spans x WHERE x.trace_id = s.trace_id AND x.remote_service = @{svc_cond}"
                 ),
                 with_svc(vec![r.clone()]),
             );
@@ -471,12 +472,12 @@ impl Store {
         for (key, value) in &q.annotation_query {
             if value.is_empty() {
                 exists(
-                    "terms t WHERE t.trace_id = s.trace_id AND t.key = ?",
+                    "terms t WHERE t.trace_id = s.trace_id AND t.key = @",
                     vec![key.clone()],
                 );
             } else {
                 exists(
-                    "terms t WHERE t.trace_id = s.trace_id AND t.key = ? AND t.value = ?
+                    "terms t WHERE t.trace_id = s.trace_id AND t.key = @ AND t.value = @
                      AND t.is_tag = 1",
                     vec![key.clone(), value.clone()],
                 );
