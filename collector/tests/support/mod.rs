@@ -209,7 +209,11 @@ impl Zipkin {
         let child = Command::new("java")
             .args(["-Xms128m", "-Xmx512m", "-XX:TieredStopAtLevel=1", "-jar"])
             .arg(&jar)
+            // Loopback only: the port list is given whole (QUERY_PORT alone
+            // would bind every interface).
+            .arg(format!("--armeria.ports[0].port={port}"))
             .arg("--armeria.ports[0].ip=127.0.0.1")
+            .arg("--armeria.ports[0].protocols[0]=http")
             .env("QUERY_PORT", port.to_string())
             .env("STORAGE_TYPE", "mem")
             .env("AUTOCOMPLETE_KEYS", autocomplete_keys)
