@@ -4,7 +4,9 @@
 mod support;
 
 use blkkin_collector::model::SpanKind;
-use blkkin_collector::store::{Store, MAX_BODY_BYTES};
+use std::time::{Duration, Instant};
+
+use blkkin_collector::store::{ServerConfig, Store, StoreConfig, StoreLocation, MAX_BODY_BYTES};
 use serde_json::json;
 use support::{get, now_ms, post, rpc, span, StoreServer};
 
@@ -132,6 +134,11 @@ fn bad_query_parameters_are_400_with_a_message() {
         ),
         ("/api/v2/traceMany?traceIds=a,zz", "lower-hex"),
         ("/api/v2/traceMany?traceIds=", "empty"),
+        (
+            "/api/v2/traceMany?traceIds=a,000000000000000a",
+            "single trace",
+        ),
+        ("/api/v2/trace/000000000000000A", "lower-hex"),
         ("/api/v2/traceMany", "traceIds"),
         ("/api/v2/spans", "serviceName"),
         ("/api/v2/remoteServices", "serviceName"),
@@ -211,4 +218,45 @@ fn bad_posts_are_rejected_and_store_nothing() {
     assert_eq!(s.store.stats().spans_rejected, 2);
     // An empty list is accepted like Zipkin does.
     assert_eq!(post(&url, json, b"[]").status, 202);
+}
+
+#[test]
+fn retention_runs_in_the_background() {
+    let config = StoreConfig {
+        retention: Duration::from_secs(60),
+        ..StoreConfig::default()
+    };
+    let store = Store::open_with(StoreLocation::Memory, config).unwrap();
+    let server = StoreServer::start_with(
+        store,
+        ServerConfig {
+            retention_interval: Duration::from_millis(100),
+        },
+    );
+    let now = now_ms();
+    let spans = [
+        span("1", "1", None, "osd", "old", now - 120_000),
+        span("2", "1", None, "osd", "new", now),
+    ];
+    let body = serde_json::to_vec(&spans).unwrap();
+    assert_eq!(
+        post(
+            &format!("{}/api/v2/spans", server.base),
+            "application/json",
+            &body
+        )
+        .status,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/api/v2/trace/0000000000000001", server.base)).status != 404 {
+        assert!(Instant::now() < deadline, "the old trace was never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        get(&format!("{}/api/v2/trace/0000000000000002", server.base)).status,
+        200
+    );
+    let health = get(&format!("{}/health", server.base)).json();
+    assert_eq!(health["store"]["tracesExpired"], 1);
 }

@@ -276,6 +276,12 @@ fn same_queries_return_the_same_traces_as_real_zipkin() {
     // Statuses agree on what is absent or malformed.
     for path in [
         "/api/v2/trace/00000000000000ff",
+        "/api/v2/trace/100000000000000A",
+        "/api/v2/trace/xyz",
+        "/api/v2/traceMany?traceIds=1000000000000001",
+        "/api/v2/traceMany?traceIds=",
+        "/api/v2/remoteServices",
+        "/api/v2/autocompleteValues",
         "/api/v2/traces?limit=0",
         "/api/v2/traces?lookback=-1",
         "/api/v2/traces?maxDuration=5",

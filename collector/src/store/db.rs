@@ -60,7 +60,7 @@ pub struct StoreStats {
     pub spans_inserted: u64,
     /// Spans merged into a row already stored under the same key.
     pub spans_merged: u64,
-    /// Spans refused as invalid (bad ids).
+    /// Spans refused: every span of an `insert` call that held an invalid one.
     pub spans_rejected: u64,
     /// Spans deleted by retention (age or size bound).
     pub spans_expired: u64,
@@ -205,8 +205,8 @@ impl Store {
 
     /// Validates and stores spans, visible to queries when this returns.
     ///
-    /// All spans are validated first: if one is invalid nothing is stored
-    /// and the error names it (the span is counted as rejected). Spans are
+    /// All spans are validated first: if one is invalid nothing is stored,
+    /// the error names it, and every span of the call is counted as rejected. Spans are
     /// written in transactions of at most `batch_size`. A span whose key
     /// (trace id, span id, kind, shared, local service) is already stored
     /// is merged into it, so re-sending is idempotent and late reports of a
@@ -217,7 +217,11 @@ impl Store {
             match s.clone().normalized() {
                 Ok(s) => clean.push(s),
                 Err(e) => {
-                    self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    let refused = spans.len() as u64;
+                    self.inner
+                        .counters
+                        .rejected
+                        .fetch_add(refused, Ordering::Relaxed);
                     return Err(e);
                 }
             }
@@ -381,7 +385,7 @@ impl Store {
 
     /// The spans of one trace (16 or 32 hex characters; empty when absent).
     pub fn trace(&self, trace_id: &str) -> Result<Vec<Span>, StoreError> {
-        let id = normalize_trace_id(&trace_id.to_lowercase())?;
+        let id = normalize_trace_id(trace_id)?;
         let conn = self.read();
         load_trace(&conn, &id)
     }
@@ -390,7 +394,7 @@ impl Store {
     pub fn traces_by_id(&self, trace_ids: &[String]) -> Result<Vec<Vec<Span>>, StoreError> {
         let mut ids = Vec::new();
         for t in trace_ids {
-            let id = normalize_trace_id(&t.to_lowercase())?;
+            let id = normalize_trace_id(t)?;
             if !ids.contains(&id) {
                 ids.push(id);
             }

@@ -24,6 +24,7 @@ use crate::model::Span;
 
 use super::db::now_us;
 use super::query::{parse_annotation_query, QueryRequest, DEFAULT_LIMIT, DEFAULT_LOOKBACK_MS};
+use super::span_ext::normalize_trace_id;
 use super::{Store, StoreError};
 
 /// Largest accepted `POST /api/v2/spans` body: 16 MiB (larger → 413).
@@ -297,16 +298,24 @@ async fn trace(State(store): State<Store>, Path(trace_id): Path<String>) -> ApiR
 
 async fn trace_many(State(store): State<Store>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q)?;
-    let ids: Vec<String> = p
-        .required("traceIds")?
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if ids.is_empty() {
-        return Err(ApiError::bad("traceIds parameter is empty"));
+    let mut ids: Vec<String> = Vec::new();
+    for id in p.required("traceIds")?.split(',').map(str::trim) {
+        if id.is_empty() {
+            continue;
+        }
+        let id = normalize_trace_id(id)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
-    json(&blocking(store, move |s| s.traces_by_id(&ids)).await?)
+    match ids.len() {
+        0 => Err(ApiError::bad("traceIds parameter is empty")),
+        // Zipkin refuses a single id here too.
+        1 => Err(ApiError::bad(
+            "Use /api/v2/trace/{traceId} endpoint to retrieve a single trace",
+        )),
+        _ => json(&blocking(store, move |s| s.traces_by_id(&ids)).await?),
+    }
 }
 
 async fn dependencies(State(store): State<Store>, RawQuery(q): RawQuery) -> ApiResult {

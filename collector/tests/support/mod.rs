@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blkkin_collector::model::{Endpoint, Span, SpanKind};
-use blkkin_collector::store::{serve, ServerHandle, Store};
+use blkkin_collector::store::{serve_with, ServerConfig, ServerHandle, Store};
 
 /// Epoch milliseconds now.
 pub fn now_ms() -> u64 {
@@ -69,13 +69,20 @@ pub struct StoreServer {
 impl StoreServer {
     /// Serves `store` on 127.0.0.1:0.
     pub fn start(store: Store) -> Self {
+        Self::start_with(store, ServerConfig::default())
+    }
+
+    /// Serves `store` on 127.0.0.1:0 with `config`.
+    pub fn start_with(store: Store, config: ServerConfig) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let handle = rt.block_on(serve(addr, store.clone())).unwrap();
+        let handle = rt
+            .block_on(serve_with(addr, store.clone(), config))
+            .unwrap();
         let base = format!("http://{}", handle.local_addr());
         StoreServer {
             store,
