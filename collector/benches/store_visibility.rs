@@ -118,6 +118,32 @@ fn main() {
     let elapsed = start.elapsed();
     drop(tx);
     let mut latencies = prober.join().unwrap();
+    // How long typical UI queries take over what was stored.
+    let base = format!("http://{}", server.local_addr());
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(300))
+        .build();
+    let mut query_times = Vec::new();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for q in [
+        "/api/v2/traces".to_string(),
+        "/api/v2/traces?serviceName=mapper&spanName=map&annotationQuery=bytes%3D12288".into(),
+        "/api/v2/traces?serviceName=osd&minDuration=140".into(),
+        "/api/v2/services".into(),
+        format!("/api/v2/dependencies?endTs={now_ms}&lookback=3600000"),
+    ] {
+        let t = Instant::now();
+        let body = agent
+            .get(&format!("{base}{q}"))
+            .call()
+            .expect("query")
+            .into_string()
+            .unwrap();
+        query_times.push((q, t.elapsed(), body.len()));
+    }
     rt.block_on(server.shutdown());
     latencies.sort();
     insert_times.sort();
@@ -137,4 +163,7 @@ fn main() {
         insert_times.last().unwrap()
     );
     println!("spans stored: {}", store.span_count().unwrap());
+    for (q, t, len) in query_times {
+        println!("GET {q}: {t:?} ({len} bytes)");
+    }
 }

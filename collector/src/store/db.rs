@@ -415,7 +415,9 @@ impl Store {
     /// timestamp in it (milliseconds), then trace id, as Zipkin does.
     pub fn traces(&self, q: &QueryRequest) -> Result<Vec<Vec<Span>>, StoreError> {
         // SQL narrows candidates with necessary conditions; `q.test` decides.
-        // In the EXISTS fragments below, `@` marks the next bound value.
+        // Each condition is an uncorrelated `trace_id IN (subquery)`, which
+        // SQLite evaluates once (a correlated EXISTS could pick the service
+        // index and rescan it per span). `@` marks the next bound value.
         let mut sql = String::from(
             "SELECT s.trace_id, MAX(s.ts) / 1000 AS newest FROM spans s
              WHERE s.ts >= ?1 AND s.ts < ?2",
@@ -424,13 +426,13 @@ impl Store {
             Box::new(to_i64(q.begin_us())),
             Box::new(to_i64(q.end_ts.saturating_add(1).saturating_mul(1000))),
         ];
-        let mut exists = |cond: &str, values: Vec<String>| {
+        let mut within = |cond: &str, values: Vec<String>| {
             let mut c = cond.to_string();
             for v in values {
                 args.push(Box::new(v));
                 c = c.replacen('@', &format!("?{}", args.len()), 1);
             }
-            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM {c})"));
+            sql.push_str(&format!(" AND s.trace_id IN ({c})"));
         };
         let svc = q.service_name.clone();
         let svc_cond = if svc.is_some() {
@@ -443,30 +445,28 @@ impl Store {
             v
         };
         if let Some(s) = &q.service_name {
-            exists(
-                "spans x WHERE x.trace_id = s.trace_id AND x.local_service = @",
+            within(
+                "SELECT x.trace_id FROM spans x WHERE x.local_service = @",
                 vec![s.clone()],
             );
         }
         if let Some(n) = &q.span_name {
-            exists(
-                &format!("spans x WHERE x.trace_id = s.trace_id AND x.name = @{svc_cond}"),
+            within(
+                &format!("SELECT x.trace_id FROM spans x WHERE x.name = @{svc_cond}"),
                 with_svc(vec![n.clone()]),
             );
         }
         if let Some(r) = &q.remote_service_name {
-            exists(
-                &format!(
-                    "spans x WHERE x.trace_id = s.trace_id AND x.remote_service = @{svc_cond}"
-                ),
+            within(
+                &format!("SELECT x.trace_id FROM spans x WHERE x.remote_service = @{svc_cond}"),
                 with_svc(vec![r.clone()]),
             );
         }
         if let Some(min) = q.min_duration {
             let max = q.max_duration.unwrap_or(u64::MAX / 2);
-            exists(
+            within(
                 &format!(
-                    "spans x WHERE x.trace_id = s.trace_id AND x.duration BETWEEN {} AND {}{svc_cond}",
+                    "SELECT x.trace_id FROM spans x WHERE x.duration BETWEEN {} AND {}{svc_cond}",
                     to_i64(min),
                     to_i64(max)
                 ),
@@ -475,13 +475,13 @@ impl Store {
         }
         for (key, value) in &q.annotation_query {
             if value.is_empty() {
-                exists(
-                    "terms t WHERE t.trace_id = s.trace_id AND t.key = @",
+                within(
+                    "SELECT t.trace_id FROM terms t WHERE t.key = @",
                     vec![key.clone()],
                 );
             } else {
-                exists(
-                    "terms t WHERE t.trace_id = s.trace_id AND t.key = @ AND t.value = @
+                within(
+                    "SELECT t.trace_id FROM terms t WHERE t.key = @ AND t.value = @
                      AND t.is_tag = 1",
                     vec![key.clone(), value.clone()],
                 );
@@ -536,50 +536,61 @@ impl Store {
     /// (relative to `now_us`), then the oldest traces while more than
     /// `max_spans` spans are stored. Returns (traces, spans) deleted.
     pub fn enforce_retention(&self, now_us: u64) -> Result<(u64, u64), StoreError> {
-        let cutoff = to_i64(now_us.saturating_sub(self.inner.config.retention.as_micros() as u64));
-        let mut conn = lock(&self.inner.writer);
+        let retention = self.inner.config.retention.as_micros() as u64;
+        let cutoff = to_i64(now_us.saturating_sub(retention));
         let (mut traces, mut spans) = (0u64, 0u64);
-        loop {
-            let ids: Vec<String> = {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT trace_id FROM traces WHERE last_us < ?1 ORDER BY last_us LIMIT 500",
-                )?;
-                let rows = stmt.query_map(params![cutoff], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            if ids.is_empty() {
-                break;
-            }
-            spans += delete_traces(&mut conn, &ids)?;
-            traces += ids.len() as u64;
+        // Chunks of traces, each in its own transaction and lock hold, so
+        // inserts and queries interleave with a long clean-up.
+        while let Some((t, s)) = self.expire_chunk(
+            "SELECT trace_id FROM traces WHERE last_us < ?1 ORDER BY last_us LIMIT 500",
+            cutoff,
+        )? {
+            traces += t;
+            spans += s;
         }
-        conn.execute(
+        lock(&self.inner.writer).execute(
             "DELETE FROM autocomplete WHERE last_us < ?1",
             params![cutoff],
         )?;
         let max = to_i64(self.inner.config.max_spans);
         loop {
-            let count: i64 = conn.query_row("SELECT count(*) FROM spans", [], |r| r.get(0))?;
+            let count: i64 =
+                lock(&self.inner.writer)
+                    .query_row("SELECT count(*) FROM spans", [], |r| r.get(0))?;
             if count <= max {
                 break;
             }
-            let ids: Vec<String> = {
-                let mut stmt =
-                    conn.prepare_cached("SELECT trace_id FROM traces ORDER BY last_us LIMIT ?1")?;
-                // Enough traces to cover the excess if they hold one span each.
-                let rows = stmt.query_map(params![(count - max).min(500)], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            if ids.is_empty() {
+            // Never more traces than spans in excess (a trace has at least one).
+            let Some((t, s)) = self.expire_chunk(
+                "SELECT trace_id FROM traces ORDER BY last_us LIMIT ?1",
+                (count - max).min(500),
+            )?
+            else {
                 break;
-            }
-            spans += delete_traces(&mut conn, &ids)?;
-            traces += ids.len() as u64;
+            };
+            traces += t;
+            spans += s;
         }
         let c = &self.inner.counters;
         c.traces_expired.fetch_add(traces, Ordering::Relaxed);
         c.spans_expired.fetch_add(spans, Ordering::Relaxed);
         Ok((traces, spans))
+    }
+
+    /// Deletes the traces `select` (one integer parameter) names; `None`
+    /// when it names none, else (traces, spans) deleted.
+    fn expire_chunk(&self, select: &str, arg: i64) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut conn = lock(&self.inner.writer);
+        let ids: Vec<String> = {
+            let mut stmt = conn.prepare_cached(select)?;
+            let rows = stmt.query_map(params![arg], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let spans = delete_traces(&mut conn, &ids)?;
+        Ok(Some((ids.len() as u64, spans)))
     }
 
     /// Number of spans stored.
