@@ -91,6 +91,10 @@ fn query_api_answers_with_zipkin_shapes() {
         json!([{"parent":"client","child":"volume","callCount":1,"errorCount":1}])
     );
 
+    assert_eq!(
+        get(&format!("{b}/api/v2/services")).allow_origin.as_deref(),
+        Some("*")
+    );
     let health = get(&format!("{b}/health"));
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "UP");

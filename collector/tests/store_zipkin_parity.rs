@@ -186,6 +186,7 @@ fn same_queries_return_the_same_traces_as_real_zipkin() {
         "/api/v2/spans?serviceName=volume".into(),
         "/api/v2/spans?serviceName=MAPPER".into(),
         "/api/v2/spans?serviceName=nobody".into(),
+        "/api/v2/spans?serviceName=".into(),
         "/api/v2/remoteServices?serviceName=client".into(),
         "/api/v2/remoteServices?serviceName=volume".into(),
         "/api/v2/autocompleteKeys".into(),
@@ -297,10 +298,15 @@ fn same_queries_return_the_same_traces_as_real_zipkin() {
             a.body, b.body
         );
     }
-    let bad = br#"[{"traceId":"a","id":"b""#;
-    let statuses: Vec<u16> = [o, z]
-        .iter()
-        .map(|base| post(&format!("{base}/api/v2/spans"), "application/json", bad).status)
-        .collect();
-    assert_eq!(statuses, [400, 400], "malformed JSON");
+    for bad in [
+        &br#"[{"traceId":"a","id":"b""#[..],
+        br#"[{"traceId":"A","id":"b"}]"#,
+        br#"{"traceId":"a","id":"b"}"#,
+    ] {
+        let statuses: Vec<u16> = [o, z]
+            .iter()
+            .map(|base| post(&format!("{base}/api/v2/spans"), "application/json", bad).status)
+            .collect();
+        assert_eq!(statuses, [400, 400], "{}", String::from_utf8_lossy(bad));
+    }
 }

@@ -343,6 +343,9 @@ impl Store {
 
     /// Span names recorded by `service` (matched lower-cased), sorted.
     pub fn span_names(&self, service: &str) -> Result<Vec<String>, StoreError> {
+        if service.is_empty() {
+            return Ok(Vec::new());
+        }
         self.strings(
             "SELECT DISTINCT name FROM spans WHERE local_service = ?1 AND name IS NOT NULL
              ORDER BY 1",
@@ -352,6 +355,9 @@ impl Store {
 
     /// Remote services `service` (matched lower-cased) talked to, sorted.
     pub fn remote_service_names(&self, service: &str) -> Result<Vec<String>, StoreError> {
+        if service.is_empty() {
+            return Ok(Vec::new());
+        }
         self.strings(
             "SELECT DISTINCT remote_service FROM spans WHERE local_service = ?1
              AND remote_service IS NOT NULL ORDER BY 1",

@@ -130,7 +130,18 @@ pub fn router(store: Store) -> Router {
         .route("/api/v2/autocompleteKeys", get(autocomplete_keys))
         .route("/api/v2/autocompleteValues", get(autocomplete_values))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(store)
+}
+
+/// Lets a Zipkin UI or dashboard served from another origin read the API,
+/// as Zipkin allows any origin by default.
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    response
 }
 
 /// An HTTP error answer: status and a plain-text message.

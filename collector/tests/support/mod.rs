@@ -106,6 +106,8 @@ impl Drop for StoreServer {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The Access-Control-Allow-Origin header, if any.
+    pub allow_origin: Option<String>,
 }
 
 impl Answer {
@@ -125,12 +127,17 @@ fn answer(r: Result<ureq::Response, ureq::Error>) -> Answer {
     match r {
         Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
             let status = resp.status();
+            let allow_origin = resp.header("access-control-allow-origin").map(String::from);
             let mut body = String::new();
             resp.into_reader()
                 .take(64 << 20)
                 .read_to_string(&mut body)
                 .unwrap();
-            Answer { status, body }
+            Answer {
+                status,
+                body,
+                allow_origin,
+            }
         }
         Err(e) => panic!("request failed: {e}"),
     }
