@@ -303,3 +303,46 @@ fn file_store_persists_and_serves_a_second_reader() {
     assert_eq!(reopened.service_names().unwrap(), ["osd"]);
     assert_eq!(reopened.traces(&QueryRequest::new(now)).unwrap().len(), 1);
 }
+
+#[test]
+fn traces_are_ordered_by_their_newest_span_then_trace_id() {
+    let store = Store::open_in_memory().unwrap();
+    let now = now_ms();
+    store
+        .insert(&[
+            // Trace 1's root is oldest, but its child is the newest span.
+            span("1", "1", None, "osd", "op", now - 5000),
+            span("1", "2", Some("1"), "osd", "op", now - 100),
+            // Traces 3 and 2 share their millisecond: trace id decides.
+            span("3", "1", None, "osd", "op", now - 2000),
+            span("2", "1", None, "osd", "op", now - 2000),
+            span("4", "1", None, "osd", "op", now - 3000),
+        ])
+        .unwrap();
+    let all = store.traces(&QueryRequest::new(now)).unwrap();
+    assert_eq!(
+        ids(&all),
+        [
+            "0000000000000001",
+            "0000000000000002",
+            "0000000000000003",
+            "0000000000000004"
+        ]
+    );
+    assert_eq!(all[0].len(), 2, "whole traces are returned");
+    // A window ending before trace 1's child still finds trace 1 by its root.
+    let earlier = QueryRequest {
+        end_ts: now - 1000,
+        ..QueryRequest::new(now)
+    };
+    let found = store.traces(&earlier).unwrap();
+    assert_eq!(
+        ids(&found),
+        [
+            "0000000000000002",
+            "0000000000000003",
+            "0000000000000004",
+            "0000000000000001"
+        ]
+    );
+}

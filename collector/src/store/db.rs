@@ -1,5 +1,6 @@
 //! [`Store`]: spans in SQLite, queried with Zipkin's semantics.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -419,15 +420,17 @@ impl Store {
     /// Traces matching `q` (see [`QueryRequest::test`]), newest first: the
     /// traces with a span in the window are ordered by their newest span
     /// timestamp in it (milliseconds), then trace id, as Zipkin does.
+    ///
+    /// Spans are walked newest first on the timestamp index and the walk
+    /// stops once `limit` traces matched, so a query costs about what it
+    /// returns rather than the size of the window.
     pub fn traces(&self, q: &QueryRequest) -> Result<Vec<Vec<Span>>, StoreError> {
         // SQL narrows candidates with necessary conditions; `q.test` decides.
         // Each condition is an uncorrelated `trace_id IN (subquery)`, which
         // SQLite evaluates once (a correlated EXISTS could pick the service
         // index and rescan it per span). `@` marks the next bound value.
-        let mut sql = String::from(
-            "SELECT s.trace_id, MAX(s.ts) / 1000 AS newest FROM spans s
-             WHERE s.ts >= ?1 AND s.ts < ?2",
-        );
+        let mut sql =
+            String::from("SELECT s.trace_id, s.ts FROM spans s WHERE s.ts >= ?1 AND s.ts < ?2");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
             Box::new(to_i64(q.begin_us())),
             Box::new(to_i64(q.end_ts.saturating_add(1).saturating_mul(1000))),
@@ -493,21 +496,44 @@ impl Store {
                 );
             }
         }
-        sql.push_str(" GROUP BY s.trace_id ORDER BY newest DESC, s.trace_id ASC");
+        sql.push_str(" ORDER BY s.ts DESC");
 
         let conn = self.read();
         let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
         let mut out = Vec::new();
-        while out.len() < q.limit {
-            let Some(row) = rows.next()? else { break };
-            let id: String = row.get(0)?;
-            let spans = load_trace(&conn, &id)?;
-            if q.test(&spans) {
-                out.push(spans);
+        let mut seen: HashSet<String> = HashSet::new();
+        // Traces first seen in the current millisecond: Zipkin orders those
+        // by trace id.
+        let mut group: Vec<String> = Vec::new();
+        let mut group_ms = None;
+        loop {
+            let row = rows.next()?;
+            let (id, ms) = match row {
+                Some(r) => (
+                    Some(r.get::<_, String>(0)?),
+                    Some(r.get::<_, i64>(1)? / 1000),
+                ),
+                None => (None, None),
+            };
+            if ms != group_ms || id.is_none() {
+                group.sort();
+                for trace_id in group.drain(..) {
+                    let spans = load_trace(&conn, &trace_id)?;
+                    if q.test(&spans) {
+                        out.push(spans);
+                        if out.len() >= q.limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+                group_ms = ms;
+            }
+            let Some(id) = id else { return Ok(out) };
+            if seen.insert(id.clone()) {
+                group.push(id);
             }
         }
-        Ok(out)
     }
 
     /// Service dependency links from traces with a span in the window
