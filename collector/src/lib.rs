@@ -3,3 +3,4 @@
 
 pub mod cassandra;
 pub mod model;
+pub mod store;
