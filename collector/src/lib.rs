@@ -1,4 +1,5 @@
 //! `blkkin-collector`: reads relays live, assembles Dapper annotations into
 //! Zipkin spans and delivers them to sinks (see docs/ARCHITECTURE.md).
 
+pub mod assemble;
 pub mod model;
