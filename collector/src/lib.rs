@@ -3,3 +3,5 @@
 
 pub mod assemble;
 pub mod model;
+pub mod tbinary;
+pub mod v1;
