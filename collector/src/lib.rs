@@ -3,5 +3,6 @@
 
 pub mod assemble;
 pub mod model;
+pub mod sink;
 pub mod tbinary;
 pub mod v1;
