@@ -3,6 +3,8 @@
 
 pub mod assemble;
 pub mod model;
+pub mod pipeline;
 pub mod sink;
+pub mod source;
 pub mod tbinary;
 pub mod v1;

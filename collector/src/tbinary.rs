@@ -443,7 +443,7 @@ mod tests {
         };
         [server, local]
             .iter()
-            .map(|s| V1Span::from_v2(s).unwrap())
+            .map(|s| V1Span::from_v2_with(s, crate::v1::IntegerTags::I64).unwrap())
             .collect()
     }
 

@@ -7,8 +7,11 @@
 //!   `ms`/`ws`, CONSUMER `wr`/`mr` (or only `mr` without a duration);
 //! - a `shared` span carries neither `timestamp` nor `duration` (that is how
 //!   v1 tells Zipkin the server joined the client's span);
-//! - tags become binary annotations (`STRING`, or `I64` for tags recorded as
-//!   integers), recorded by the local endpoint;
+//! - tags become binary annotations recorded by the local endpoint: `STRING`,
+//!   or, with [`IntegerTags::I64`], `I64` for tags recorded as integers
+//!   (Zipkin's own v1 Thrift reader keeps only `STRING` and address
+//!   annotations and silently drops `I64` ones, so the Zipkin sinks send the
+//!   decimal text: [`IntegerTags::String`], the default);
 //! - the remote endpoint becomes an address annotation (`BOOL` true): `sa`
 //!   for a client (or no kind), `ca` for a server, `ma` for messaging;
 //! - a span with nothing else gets an empty `lc` binary annotation, so its
@@ -29,6 +32,16 @@ pub enum ConvertError {
         /// Its text.
         value: String,
     },
+}
+
+/// How tags recorded as integers are written as binary annotations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IntegerTags {
+    /// `STRING` with the decimal text (what Zipkin servers read).
+    #[default]
+    String,
+    /// `I64`, 8 bytes big-endian (for v1 consumers that read typed values).
+    I64,
 }
 
 /// `zipkinCore.thrift` `AnnotationType`.
@@ -266,8 +279,14 @@ impl Metadata {
 }
 
 impl V1Span {
-    /// Converts a v2 span (see the module documentation for the rules).
+    /// Converts a v2 span (see the module documentation for the rules),
+    /// integer tags as `STRING`.
     pub fn from_v2(s: &Span) -> Result<V1Span, ConvertError> {
+        V1Span::from_v2_with(s, IntegerTags::String)
+    }
+
+    /// Converts a v2 span, writing integer tags as `integers` says.
+    pub fn from_v2_with(s: &Span, integers: IntegerTags) -> Result<V1Span, ConvertError> {
         let (trace_id_high, trace_id) = parse_trace_id(&s.trace_id)?;
         let md = Metadata::of(s);
         let ep = s.local_endpoint.as_ref().map(V1Endpoint::from_v2);
@@ -307,9 +326,7 @@ impl V1Span {
             out.annotations.push(ann(md.end, f));
         }
         for (k, v) in &s.tags {
-            let int = s
-                .integer_tags
-                .contains(k)
+            let int = (integers == IntegerTags::I64 && s.integer_tags.contains(k))
                 .then(|| v.parse::<i64>().ok())
                 .flatten();
             out.binary_annotations.push(match int {
@@ -389,7 +406,7 @@ mod tests {
 
     #[test]
     fn client_span_gets_cs_cr_sa_and_typed_binary_annotations() {
-        let v1 = V1Span::from_v2(&client()).unwrap();
+        let v1 = V1Span::from_v2_with(&client(), IntegerTags::I64).unwrap();
         assert_eq!(v1.trace_id_high, Some(0x463ac35c9f6413ad));
         assert_eq!(v1.trace_id, 0x48485a3953bb6124);
         assert_eq!((v1.id, v1.parent_id), (0xbb, Some(1)));
@@ -423,6 +440,17 @@ mod tests {
         );
         assert_eq!(b[2].value, [1]);
         assert_eq!(b[2].host.as_ref().unwrap().service_name, "osd");
+    }
+
+    #[test]
+    fn integer_tags_are_decimal_strings_by_default() {
+        let v1 = V1Span::from_v2(&client()).unwrap();
+        let b = &v1.binary_annotations[0];
+        assert_eq!(
+            (b.key.as_str(), b.annotation_type),
+            ("bytes", AnnotationType::String)
+        );
+        assert_eq!(b.value, b"4096");
     }
 
     #[test]
