@@ -3,60 +3,12 @@
 
 mod common;
 
+use common::{free_port, start_consumer, start_relay, Daemon};
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills the child when dropped (a failing test leaves no daemon behind).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    let p = common::profile_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} not built; run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "relay did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_relay(data: &Path, port: u16) -> Daemon {
-    let child = Command::new(bin("blkkin-relayd"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
-    Daemon(child)
-}
 
 /// Collects what `blkkin tail` prints (it exits after its --count), failing
 /// after `timeout`; checks that no annotation arrives twice.
@@ -134,17 +86,6 @@ fn start_tail(relay: &str, count: usize) -> Daemon {
                 relay,
             ])
             .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn start_consumer(rings: &Path, relay: &str) -> Daemon {
-    Daemon(
-        Command::new(bin("blkkin-consumerd"))
-            .args(["--relay", relay, "--node", "node-a", "--dir"])
-            .arg(rings)
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     )

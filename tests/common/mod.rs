@@ -1,10 +1,12 @@
 //! Helpers shared by the end-to-end tests: locating the built C library,
 //! compiling the C/C++ programs in tests/c against include/, and reading
-//! `blkkin dump --json`.
+//! `blkkin dump --json`, starting the daemons (relay, consumer).
 #![allow(dead_code)]
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -107,4 +109,68 @@ pub fn run_traced(exe: &Path, args: &[&str], rings: &Path, env: &[(&str, &str)])
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Kills the child when dropped (a failing test leaves no daemon behind).
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A binary of this workspace, built by `cargo test --workspace`.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let p = profile_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `blkkin-relayd` on 127.0.0.1:`port`, storing in `data`.
+pub fn start_relay(data: &Path, port: u16) -> Daemon {
+    let child = Command::new(bin("blkkin-relayd"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    Daemon(child)
+}
+
+/// `blkkin-consumerd` draining `rings` into `relay` as node `node-a`.
+pub fn start_consumer(rings: &Path, relay: &str) -> Daemon {
+    Daemon(
+        Command::new(bin("blkkin-consumerd"))
+            .args(["--relay", relay, "--node", "node-a", "--dir"])
+            .arg(rings)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
