@@ -12,12 +12,26 @@ use crate::v1::{V1Annotation, V1BinaryAnnotation, V1Endpoint, V1Span};
 
 type Out<'a> = dyn TOutputProtocol + 'a;
 
-fn field(o: &mut Out<'_>, name: &str, ty: TType, id: i16) -> thrift::Result<()> {
-    o.write_field_begin(&TFieldIdentifier::new(name, ty, id))
+/// Begins field `id`. TBinaryProtocol writes neither field nor struct names,
+/// so identifiers are built without them (no allocation per field); `_name`
+/// documents the IDL.
+fn field(o: &mut Out<'_>, _name: &str, ty: TType, id: i16) -> thrift::Result<()> {
+    o.write_field_begin(&TFieldIdentifier {
+        name: None,
+        field_type: ty,
+        id: Some(id),
+    })
+}
+
+/// Begins a struct (its name is not on the wire).
+fn struct_begin(o: &mut Out<'_>) -> thrift::Result<()> {
+    o.write_struct_begin(&TStructIdentifier {
+        name: String::new(),
+    })
 }
 
 fn write_endpoint(o: &mut Out<'_>, e: &V1Endpoint) -> thrift::Result<()> {
-    o.write_struct_begin(&TStructIdentifier::new("Endpoint"))?;
+    struct_begin(o)?; // Endpoint
     field(o, "ipv4", TType::I32, 1)?;
     o.write_i32(e.ipv4)?;
     field(o, "port", TType::I16, 2)?;
@@ -41,7 +55,7 @@ fn write_host(o: &mut Out<'_>, id: i16, host: &Option<V1Endpoint>) -> thrift::Re
 }
 
 fn write_annotation(o: &mut Out<'_>, a: &V1Annotation) -> thrift::Result<()> {
-    o.write_struct_begin(&TStructIdentifier::new("Annotation"))?;
+    struct_begin(o)?; // Annotation
     field(o, "timestamp", TType::I64, 1)?;
     o.write_i64(a.timestamp)?;
     field(o, "value", TType::String, 2)?;
@@ -52,7 +66,7 @@ fn write_annotation(o: &mut Out<'_>, a: &V1Annotation) -> thrift::Result<()> {
 }
 
 fn write_binary_annotation(o: &mut Out<'_>, b: &V1BinaryAnnotation) -> thrift::Result<()> {
-    o.write_struct_begin(&TStructIdentifier::new("BinaryAnnotation"))?;
+    struct_begin(o)?; // BinaryAnnotation
     field(o, "key", TType::String, 1)?;
     o.write_string(&b.key)?;
     field(o, "value", TType::String, 2)?;
@@ -80,7 +94,7 @@ fn write_list<T>(
 
 /// Writes one `Span` struct.
 pub fn write_span(o: &mut Out<'_>, s: &V1Span) -> thrift::Result<()> {
-    o.write_struct_begin(&TStructIdentifier::new("Span"))?;
+    struct_begin(o)?; // Span
     field(o, "trace_id", TType::I64, 1)?;
     o.write_i64(s.trace_id)?;
     field(o, "name", TType::String, 3)?;
@@ -137,10 +151,10 @@ pub fn encode_span_list(spans: &[V1Span]) -> Vec<u8> {
 pub fn encode_scribe_log(seq_id: i32, category: &str, messages: &[String]) -> Vec<u8> {
     let body = to_vec(|o| {
         o.write_message_begin(&TMessageIdentifier::new("Log", TMessageType::Call, seq_id))?;
-        o.write_struct_begin(&TStructIdentifier::new("Log_args"))?;
+        struct_begin(o)?; // Log_args
         field(o, "messages", TType::List, 1)?;
         write_list(o, messages, |o, m| {
-            o.write_struct_begin(&TStructIdentifier::new("LogEntry"))?;
+            struct_begin(o)?; // LogEntry
             field(o, "category", TType::String, 1)?;
             o.write_string(category)?;
             field(o, "message", TType::String, 2)?;
@@ -519,7 +533,7 @@ mod tests {
     ) -> Vec<u8> {
         to_vec(|o| {
             o.write_message_begin(&TMessageIdentifier::new("Log", kind, seq))?;
-            o.write_struct_begin(&TStructIdentifier::new("r"))?;
+            struct_begin(o)?; // r
             f(o)?;
             o.write_field_stop()?;
             o.write_struct_end()?;
