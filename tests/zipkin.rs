@@ -13,10 +13,11 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, start_consumer, start_relay, Daemon};
+use common::collector::{counter, Collector, NodeStack};
+use common::{free_port, Daemon};
 use serde_json::Value;
 
 fn skip() -> bool {
@@ -100,91 +101,6 @@ fn wait_for_trace(z: &Zipkin, trace: &str, n: usize) -> Vec<Value> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// One node's pipeline (rings → consumer → relay) and a collector reading it.
-struct Node {
-    tmp: tempfile::TempDir,
-    rings: PathBuf,
-    _relay: Daemon,
-    _consumer: Daemon,
-    collector: Option<Daemon>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(collector_args: &[&str]) -> Node {
-        let tmp = tempfile::tempdir().unwrap();
-        let rings = tmp.path().join("rings");
-        std::fs::create_dir_all(&rings).unwrap();
-        let port = free_port();
-        let relay_d = start_relay(&tmp.path().join("relay"), port);
-        let relay = format!("127.0.0.1:{port}");
-        let consumer = start_consumer(&rings, &relay);
-        let log = tmp.path().join("collector.log");
-        let collector = Command::new(bin("blkkin-collector"))
-            .args(["--relay", &relay, "--linger-ms", "300"])
-            .args(collector_args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Node {
-            tmp,
-            rings,
-            _relay: relay_d,
-            _consumer: consumer,
-            collector: Some(Daemon(collector)),
-            log,
-        }
-    }
-
-    /// Runs rpc_tree with `n` requests: (trace, root, rpc, journal) ids each.
-    fn run_workload(&self, n: usize) -> Vec<[String; 4]> {
-        let libs = common::lib_dir(self.tmp.path());
-        let exe = common::compile(self.tmp.path(), &libs, "rpc_tree.c", "rpc_tree", false);
-        let out = common::run_traced(&exe, &[&n.to_string()], &self.rings, &[]);
-        out.lines()
-            .map(|l| {
-                let ids: Vec<String> = l.split_whitespace().map(String::from).collect();
-                ids.try_into().expect("four ids per line")
-            })
-            .collect()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM to the collector; it must flush and exit 0. Returns its log.
-    fn stop_collector(&mut self) -> String {
-        let mut d = self.collector.take().unwrap();
-        // SAFETY: signalling a child we own.
-        unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = d.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "collector ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let log = self.log_text();
-        assert!(status.success(), "collector failed: {log}");
-        log
-    }
-}
-
-/// The value of `key=` on the last log line containing `what` (and `sink`).
-fn counter(log: &str, what: &str, key: &str) -> Option<u64> {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains(what))
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .and_then(|v| v.parse().ok())
-        })
 }
 
 fn endpoint(s: &Value) -> (String, String, u64) {
@@ -302,8 +218,15 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
     let mut all_traces = HashSet::new();
     for via in ["json", "thrift", "scribe"] {
         let args: Vec<String> = match via {
-            "scribe" => vec!["--scribe".into(), z.scribe.clone()],
+            "scribe" => vec![
+                "--linger-ms".into(),
+                "300".into(),
+                "--scribe".into(),
+                z.scribe.clone(),
+            ],
             f => vec![
+                "--linger-ms".into(),
+                "300".into(),
                 "--zipkin-url".into(),
                 z.base.clone(),
                 "--zipkin-format".into(),
@@ -311,15 +234,20 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
             ],
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut node = Node::start(&args);
-        let requests = node.run_workload(n);
+        let node = NodeStack::start();
+        let coll = Collector::start(
+            &[&node.relay],
+            &args,
+            &node.tmp.path().join("collector.log"),
+        );
+        let requests = node.run_rpc_tree(n);
         assert_eq!(requests.len(), n);
         for (i, ids) in requests.iter().enumerate() {
             let spans = wait_for_trace(&z, &ids[0], 4);
             check_trace(i, ids, &spans, via);
             all_traces.insert(ids[0].clone());
         }
-        let log = node.stop_collector();
+        let log = coll.stop();
         assert_eq!(
             counter(&log, "sink totals", "sent"),
             Some(4 * n as u64),
@@ -364,7 +292,10 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
     fetch_zipkin();
     let (http, scribe) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http}");
-    let mut node = Node::start(&[
+    let node = NodeStack::start();
+    let args = [
+        "--linger-ms",
+        "300",
         "--zipkin-url",
         &base,
         "--queue-spans",
@@ -375,13 +306,18 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
         "0.5",
         "--stats-interval",
         "0.2",
-    ]);
+    ];
+    let coll = Collector::start(
+        &[&node.relay],
+        &args,
+        &node.tmp.path().join("collector.log"),
+    );
     let n = 10;
-    let requests = node.run_workload(n);
+    let requests = node.run_rpc_tree(n);
     // Every span is assembled; with Zipkin down the queue overflows.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = node.log_text();
+        let log = coll.log();
         let spans = counter(&log, "collector counters", "spans").unwrap_or(0);
         let retries = counter(&log, "sink counters", "retries").unwrap_or(0);
         if spans == 4 * n as u64 && retries > 0 {
@@ -402,7 +338,7 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
     // What was queued is delivered once Zipkin is up.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let log = node.log_text();
+        let log = coll.log();
         let pending = counter(&log, "sink counters", "pending");
         let sent = counter(&log, "sink counters", "sent").unwrap_or(0);
         if pending == Some(0) && sent > 0 {
@@ -414,7 +350,7 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = node.stop_collector();
+    let log = coll.stop();
     let sent = counter(&log, "sink totals", "sent").unwrap();
     let dropped = counter(&log, "sink totals", "dropped_full").unwrap();
     assert_eq!(

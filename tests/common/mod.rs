@@ -3,6 +3,8 @@
 //! `blkkin dump --json`, starting the daemons (relay, consumer).
 #![allow(dead_code)]
 
+pub mod collector;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
