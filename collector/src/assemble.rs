@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use blkkin::annotation::{Annotation, AnnotationValue};
+use blkkin::annotation::{hex_id, Annotation, AnnotationValue};
 
 use crate::model::{self, Endpoint, Span, SpanKind};
 
@@ -56,6 +56,8 @@ pub struct AssemblerStats {
     /// Annotations without a usable timestamp (their stream's clock
     /// calibration could not convert them): not assembled.
     pub untimed: u64,
+    /// Annotations whose ids are not 16 hex digits: not assembled.
+    pub malformed: u64,
     /// Spans emitted for the first time.
     pub spans: u64,
     /// Spans emitted again because a late annotation arrived.
@@ -68,7 +70,8 @@ pub struct AssemblerStats {
     pub evicted: u64,
 }
 
-type SpanKey = (String, String);
+/// (trace id, span id).
+type SpanKey = (u64, u64);
 
 /// Annotations values that open and close a side, per kind.
 fn bounds(kind: Option<SpanKind>) -> (&'static str, Option<&'static str>) {
@@ -295,22 +298,29 @@ impl SpanAssembler {
             self.stats.untimed += 1;
             return;
         };
-        let key = (a.trace_id.clone(), a.id.clone());
+        let (Ok(trace), Ok(id)) = (
+            u64::from_str_radix(&a.trace_id, 16),
+            u64::from_str_radix(&a.id, 16),
+        ) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let key = (trace, id);
         if !self.open.contains_key(&key) && self.open.len() >= self.config.max_open {
             if let Some((_, oldest)) = self.activity.pop_first() {
                 self.stats.evicted += 1;
-                self.finish(&oldest, out);
+                self.finish(oldest, out);
             }
         }
         let tick = self.next_tick;
         self.next_tick += 1;
-        let span = self.open.entry(key.clone()).or_insert(OpenSpan {
+        let span = self.open.entry(key).or_insert(OpenSpan {
             sides: Vec::new(),
             last_activity: now,
             tick,
         });
         self.activity.remove(&span.tick);
-        self.activity.insert(tick, key.clone());
+        self.activity.insert(tick, key);
         span.tick = tick;
         span.last_activity = now;
         let side = match span.sides.iter().position(|s| s.matches(a)) {
@@ -340,7 +350,7 @@ impl SpanAssembler {
                 let has_client = span.has_client();
                 for side in &mut span.sides {
                     if side.pending && side.ready_at.is_some_and(|r| r <= now) {
-                        Self::emit(&mut self.stats, side, &key, has_client, out);
+                        Self::emit(&mut self.stats, side, key, has_client, out);
                     }
                 }
             }
@@ -354,23 +364,23 @@ impl SpanAssembler {
                 break;
             }
             let (_, key) = self.activity.pop_first().expect("first exists");
-            self.finish(&key, out);
+            self.finish(key, out);
         }
     }
 
     /// Emits everything still pending (at shutdown) and forgets all spans.
     pub fn flush(&mut self, out: &mut Vec<Span>) {
-        let keys: Vec<SpanKey> = self.activity.values().cloned().collect();
+        let keys: Vec<SpanKey> = self.activity.values().copied().collect();
         for key in keys {
-            self.finish(&key, out);
+            self.finish(key, out);
         }
         self.activity.clear();
         self.ready.clear();
     }
 
     /// Emits the pending sides of a span and forgets it.
-    fn finish(&mut self, key: &SpanKey, out: &mut Vec<Span>) {
-        if let Some(mut span) = self.open.remove(key) {
+    fn finish(&mut self, key: SpanKey, out: &mut Vec<Span>) {
+        if let Some(mut span) = self.open.remove(&key) {
             self.activity.remove(&span.tick);
             let has_client = span.has_client();
             for side in &mut span.sides {
@@ -387,11 +397,11 @@ impl SpanAssembler {
     fn emit(
         stats: &mut AssemblerStats,
         side: &mut Side,
-        key: &SpanKey,
+        key: SpanKey,
         has_client: bool,
         out: &mut Vec<Span>,
     ) {
-        out.push(side.to_span(&key.0, &key.1, has_client));
+        out.push(side.to_span(&hex_id(key.0), &hex_id(key.1), has_client));
         if side.emitted {
             stats.updates += 1;
         } else {
@@ -653,6 +663,16 @@ mod tests {
         assert_eq!(out[0].id, format!("{:016x}", 0x100), "oldest first");
         asm.flush(&mut out);
         assert_eq!(out.len(), 10);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn annotations_with_malformed_ids_are_counted_not_assembled() {
+        let mut asm = SpanAssembler::new(cfg());
+        let a = ann("not hex", "c", "10.0.0.1", 1, 1, "cs");
+        let out = run(&mut asm, &[a], Instant::now());
+        assert!(out.is_empty());
+        assert_eq!(asm.stats().malformed, 1);
         assert_eq!(asm.open_spans(), 0);
     }
 
