@@ -84,13 +84,47 @@ fn bounds(kind: Option<SpanKind>) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// Core and generic events a side can hold, as bits of `Side::seen`.
+const MARKS: [&str; 8] = [
+    "cs",
+    "cr",
+    "sr",
+    "ss",
+    "ms",
+    "mr",
+    blkkin::START,
+    blkkin::END,
+];
+
+fn mark(value: &str) -> u8 {
+    MARKS.iter().position(|m| *m == value).map_or(0, |i| 1 << i)
+}
+
+/// The v2 endpoint of a record's service, IP text and port (`None` when
+/// all are empty).
+fn endpoint(service: &str, ip: Option<&str>, port: u16) -> Option<Endpoint> {
+    let ip = ip.unwrap_or("");
+    let ep = Endpoint {
+        service_name: (!service.is_empty()).then(|| service.to_lowercase()),
+        ipv4: ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
+        ipv6: ip.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
+        port: (port != 0).then_some(port),
+    };
+    (ep != Endpoint::default()).then_some(ep)
+}
+
 /// One endpoint's share of a span.
 #[derive(Debug)]
 struct Side {
     service: String,
     ip: Option<String>,
     port: u16,
+    /// The v2 local endpoint (computed once).
+    endpoint: Option<Endpoint>,
+    /// Lower-cased span name.
     name: String,
+    /// Which of [`MARKS`] arrived.
+    seen: u8,
     parent_id: Option<String>,
     debug: bool,
     /// (epoch µs, value), in arrival order.
@@ -109,11 +143,14 @@ struct Side {
 
 impl Side {
     fn new(a: &Annotation, ts: u64) -> Side {
+        let ip = a.ipv4.clone().or_else(|| a.ipv6.clone());
         Side {
+            endpoint: endpoint(&a.service_name, ip.as_deref(), a.port),
             service: a.service_name.clone(),
-            ip: a.ipv4.clone().or_else(|| a.ipv6.clone()),
+            ip,
             port: a.port,
-            name: a.name.clone(),
+            name: a.name.to_lowercase(),
+            seen: 0,
             parent_id: a.parent_id.clone(),
             debug: false,
             events: Vec::new(),
@@ -132,8 +169,9 @@ impl Side {
             && self.ip.as_deref() == a.ipv4.as_deref().or(a.ipv6.as_deref())
     }
 
+    /// Whether `value` (one of [`MARKS`]) arrived.
     fn has(&self, value: &str) -> bool {
-        self.events.iter().any(|(_, v)| v == value)
+        self.seen & mark(value) != 0
     }
 
     fn kind(&self) -> Option<SpanKind> {
@@ -163,7 +201,10 @@ impl Side {
         self.debug |= a.debug;
         self.pending = true;
         match (&a.key, &a.value) {
-            (None, AnnotationValue::Text(v)) => self.events.push((ts, v.clone())),
+            (None, AnnotationValue::Text(v)) => {
+                self.seen |= mark(v);
+                self.events.push((ts, v.clone()))
+            }
             (None, AnnotationValue::Integer(i)) => self.events.push((ts, i.to_string())),
             (Some(k), AnnotationValue::Text(v)) => {
                 self.integer_tags.remove(k);
@@ -174,17 +215,6 @@ impl Side {
                 self.tags.insert(k.clone(), i.to_string());
             }
         }
-    }
-
-    fn endpoint(&self) -> Option<Endpoint> {
-        let ip = self.ip.as_deref().unwrap_or("");
-        let ep = Endpoint {
-            service_name: (!self.service.is_empty()).then(|| self.service.to_lowercase()),
-            ipv4: ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
-            ipv6: ip.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
-            port: (self.port != 0).then_some(self.port),
-        };
-        (ep != Endpoint::default()).then_some(ep)
     }
 
     /// The v2 span of this side; `shared` when a client side of the same
@@ -221,10 +251,10 @@ impl Side {
             parent_id: self.parent_id.clone(),
             id: id.to_string(),
             kind,
-            name: (!self.name.is_empty()).then(|| self.name.to_lowercase()),
+            name: (!self.name.is_empty()).then(|| self.name.clone()),
             timestamp: Some(timestamp),
             duration,
-            local_endpoint: self.endpoint(),
+            local_endpoint: self.endpoint.clone(),
             remote_endpoint: None,
             annotations,
             tags: self.tags.clone(),

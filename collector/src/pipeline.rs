@@ -52,7 +52,11 @@ impl Pipeline {
         tracing::info!("stopping: emitting open spans and flushing sinks");
         self.assembler.flush(&mut out);
         self.dispatch(&mut out);
-        let sinks = std::mem::take(&mut self.sinks);
+        let mut sinks = std::mem::take(&mut self.sinks);
+        // All sinks drain at once: shutdown takes one grace period, not one per sink.
+        for s in &mut sinks {
+            s.begin_close();
+        }
         let closed: Vec<(String, _)> = sinks
             .into_iter()
             .map(|s| (s.name().to_string(), s.close()))

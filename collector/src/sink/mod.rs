@@ -239,9 +239,17 @@ impl SinkRunner {
         self.counters()
     }
 
-    fn shutdown(&mut self) {
+    /// Stops taking spans and starts the shutdown grace without waiting,
+    /// so several sinks can drain at the same time before [`close`].
+    ///
+    /// [`close`]: SinkRunner::close
+    pub fn begin_close(&mut self) {
         self.closing.store(true, Ordering::Relaxed);
         self.tx = None;
+    }
+
+    fn shutdown(&mut self) {
+        self.begin_close();
         if let Some(w) = self.worker.take() {
             if w.join().is_err() {
                 tracing::error!(sink = %self.name, "sink worker panicked");
