@@ -184,7 +184,8 @@ fn check_trace(i: usize, ids: &[String; 4], spans: &[Value], via: &str) {
     .into();
     assert_eq!(tags(sv), want, "{ctx}");
     assert_eq!(annotation_values(sv), ["journaled"], "{ctx}");
-    // The server ran inside the client's call.
+    // The server ran inside the client's call (each process converts its own
+    // clock readings: allow 100 µs of calibration difference).
     let (cts, cdur) = (
         c["timestamp"].as_u64().unwrap(),
         c["duration"].as_u64().unwrap(),
@@ -193,7 +194,7 @@ fn check_trace(i: usize, ids: &[String; 4], spans: &[Value], via: &str) {
         sv["timestamp"].as_u64().unwrap(),
         sv["duration"].as_u64().unwrap(),
     );
-    assert!(cts <= sts && sts + sdur <= cts + cdur, "{ctx}");
+    assert!(cts <= sts + 100 && sts + sdur <= cts + cdur + 100, "{ctx}");
 
     let j = find(journal, None);
     assert_eq!(j["parentId"], rpc.as_str());
