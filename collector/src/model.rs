@@ -4,7 +4,7 @@
 //! Serialises to Zipkin's v2 JSON exactly: ids as lower-case hex, absent
 //! fields omitted, `kind` in upper case.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,11 @@ pub struct Span {
     /// The server side of a span whose id the client created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared: Option<bool>,
+    /// Keys of `tags` whose value was recorded as an integer (its decimal
+    /// text is the tag value). Not part of the v2 JSON; the v1 Thrift
+    /// encoder writes these as `I64` binary annotations.
+    #[serde(skip)]
+    pub integer_tags: BTreeSet<String>,
 }
 
 #[cfg(test)]

@@ -11,32 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <zipkin_c.h>
 
-static int xfer(int fd, void *buf, size_t len, int sending)
-{
-	size_t done = 0;
-	while (done < len) {
-		ssize_t n = sending ? write(fd, (char *)buf + done, len - done)
-				    : read(fd, (char *)buf + done, len - done);
-		if (n <= 0)
-			return -1;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static void check(int rc, const char *what)
-{
-	if (rc != 0) {
-		fprintf(stderr, "pingpong: %s failed: %d\n", what, rc);
-		exit(1);
-	}
-}
+#define PROG "pingpong"
+#include "socket_io.h"
 
 static void server(int fd)
 {
@@ -65,18 +45,10 @@ static void server(int fd)
 int main(int argc, char **argv)
 {
 	int n = argc > 1 ? atoi(argv[1]) : 10;
-	int sv[2];
 	/* Initialise before forking: the child must get rings of its own. */
 	check(blkin_init(), "blkin_init");
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
-		return 1;
-	pid_t child = fork();
-	if (child == 0) {
-		close(sv[0]);
-		server(sv[1]);
-		_exit(0);
-	}
-	close(sv[1]);
+	pid_t child;
+	int fd = fork_server(server, &child);
 	struct blkin_endpoint ep;
 	check(blkin_init_endpoint(&ep, "10.0.0.1", 5000, "client"), "client endpoint");
 	for (int i = 0; i < n; i++) {
@@ -86,15 +58,12 @@ int main(int argc, char **argv)
 		check(blkin_init_new_trace(&t, "client_op", &ep), "new_trace");
 		BLKIN_TIMESTAMP(&t, NULL, CLIENT_SEND);
 		check(blkin_pack_trace_info(&t.info, &packed), "pack");
-		if (xfer(sv[0], &packed, sizeof(packed), 1) || xfer(sv[0], &packed, sizeof(packed), 0))
+		if (xfer(fd, &packed, sizeof(packed), 1) || xfer(fd, &packed, sizeof(packed), 0))
 			return 1;
 		BLKIN_TIMESTAMP(&t, NULL, CLIENT_RECV);
 		check(blkin_unpack_trace_info(&packed, &reply), "unpack reply");
 		printf("%016" PRIx64 " %016" PRIx64 " %016" PRIx64 " %d %d\n", (uint64_t)t.info.trace_id,
 		       (uint64_t)t.info.span_id, (uint64_t)reply.span_id, (int)getpid(), (int)child);
 	}
-	close(sv[0]);
-	int status;
-	waitpid(child, &status, 0);
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+	return finish_server(fd, child);
 }

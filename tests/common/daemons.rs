@@ -49,6 +49,7 @@ pub fn kill9(d: Daemon) {
     drop(d);
 }
 
+/// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -68,10 +69,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-fn wait_for_port(port: u16) {
+/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "relay did not start listening");
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -90,6 +92,7 @@ pub fn start_relay_with(data: &Path, port: u16, args: &[&str]) -> Daemon {
     Daemon(child)
 }
 
+/// `blkkin-relayd` on 127.0.0.1:`port`, storing in `data`.
 pub fn start_relay(data: &Path, port: u16) -> Daemon {
     start_relay_with(data, port, &[])
 }
@@ -107,6 +110,7 @@ pub fn start_consumer_logged(rings: &Path, relay: &str, logs: bool) -> Daemon {
     )
 }
 
+/// `blkkin-consumerd` draining `rings` into `relay` as node `node-a`.
 pub fn start_consumer(rings: &Path, relay: &str) -> Daemon {
     start_consumer_logged(rings, relay, false)
 }

@@ -1,12 +1,16 @@
 //! Helpers shared by the end-to-end tests: locating the built C library,
 //! compiling the C/C++ programs in tests/c against include/, and reading
-//! `blkkin dump --json`.
+//! `blkkin dump --json`, starting the daemons (relay, consumer).
 #![allow(dead_code)]
+
+pub mod collector;
+pub mod daemons;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use daemons::{bin, free_port, kill9, start_consumer, start_relay, wait_for_port, Daemon};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-pub mod daemons;
 
 use serde_json::Value;
 

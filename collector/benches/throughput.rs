@@ -1,0 +1,135 @@
+//! Assembly and encoding throughput (issue target: ≥ 200 k spans/s per core
+//! for JSON v2 and for Thrift v1). Run: `cargo bench -p blkkin-collector`.
+//!
+//! Input: RPCs recorded Zipkin v1 style — a client side (cs, cr) and a server
+//! side (sr, a string and an integer key/value, an event, ss) sharing one span
+//! id: 7 annotations → 2 spans. Measured on one thread: assembling (add +
+//! poll), then encoding the spans in batches of 500.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use blkkin::annotation::{Annotation, AnnotationValue};
+use blkkin::ring::layout::Kind;
+use blkkin_collector::assemble::{AssemblerConfig, SpanAssembler};
+use blkkin_collector::model::Span;
+use blkkin_collector::tbinary;
+use blkkin_collector::v1::V1Span;
+
+fn annotations(rpcs: u64) -> Vec<Annotation> {
+    let mut out = Vec::with_capacity(rpcs as usize * 7);
+    for i in 0..rpcs {
+        let base = Annotation {
+            trace_id: format!("{:016x}", 0x1000_0000 + i),
+            id: format!("{:016x}", 0x2000_0000 + i),
+            parent_id: Some(format!("{:016x}", 0x3000_0000 + i)),
+            name: "osd_op".into(),
+            service_name: "client".into(),
+            ipv4: Some("10.0.0.1".into()),
+            ipv6: None,
+            port: 5000,
+            timestamp: Some(1_700_000_000_000_000 + i * 10),
+            kind: Kind::Event,
+            value: AnnotationValue::Text("cs".into()),
+            key: None,
+            debug: false,
+            pid: 1,
+            cpu: 0,
+        };
+        let server = |ts: u64, kind: Kind, key: Option<&str>, value: AnnotationValue| Annotation {
+            service_name: "osd".into(),
+            ipv4: Some("10.0.0.2".into()),
+            port: 6800,
+            timestamp: Some(base.timestamp.unwrap() + ts),
+            kind,
+            key: key.map(String::from),
+            value,
+            ..base.clone()
+        };
+        let ev = |ts, v: &str| server(ts, Kind::Event, None, AnnotationValue::Text(v.into()));
+        out.push(base.clone());
+        out.push(ev(1, "sr"));
+        out.push(server(
+            2,
+            Kind::String,
+            Some("object"),
+            AnnotationValue::Text(format!("obj_{i}")),
+        ));
+        out.push(server(
+            2,
+            Kind::Integer,
+            Some("bytes"),
+            AnnotationValue::Integer(4096),
+        ));
+        out.push(ev(3, "journaled"));
+        out.push(ev(4, "ss"));
+        out.push(Annotation {
+            timestamp: Some(base.timestamp.unwrap() + 5),
+            value: AnnotationValue::Text("cr".into()),
+            ..base
+        });
+    }
+    out
+}
+
+fn assemble(anns: &[Annotation]) -> Vec<Span> {
+    let mut asm = SpanAssembler::new(AssemblerConfig::default());
+    let t0 = Instant::now();
+    let mut out = Vec::with_capacity(anns.len() / 3);
+    for (n, a) in anns.iter().enumerate() {
+        asm.add(a, t0, &mut out);
+        if n % 1024 == 0 {
+            asm.poll(t0, &mut out);
+        }
+    }
+    // Everything is closed: one poll after the linger emits it all.
+    asm.poll(t0 + Duration::from_secs(1), &mut out);
+    out
+}
+
+fn rate(what: &str, spans: usize, f: impl Fn() -> usize) {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        black_box(f());
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("{what:<28} {:>10.0} spans/s", spans as f64 / best);
+}
+
+fn main() {
+    let anns = annotations(100_000);
+    let spans = assemble(&anns);
+    assert_eq!(spans.len(), 200_000);
+    rate("assembly", spans.len(), || assemble(&anns).len());
+    rate("JSON v2 encoding", spans.len(), || {
+        spans
+            .chunks(500)
+            .map(|b| serde_json::to_vec(b).unwrap().len())
+            .sum()
+    });
+    rate("Thrift v1 encoding", spans.len(), || {
+        spans
+            .chunks(500)
+            .map(|b| {
+                let v1: Vec<V1Span> = b.iter().map(|s| V1Span::from_v2(s).unwrap()).collect();
+                tbinary::encode_span_list(&v1).len()
+            })
+            .sum()
+    });
+    rate("assembly + JSON v2", spans.len(), || {
+        assemble(&anns)
+            .chunks(500)
+            .map(|b| serde_json::to_vec(b).unwrap().len())
+            .sum()
+    });
+    rate("assembly + Thrift v1", spans.len(), || {
+        assemble(&anns)
+            .chunks(500)
+            .map(|b| {
+                let v1: Vec<V1Span> = b.iter().map(|s| V1Span::from_v2(s).unwrap()).collect();
+                tbinary::encode_span_list(&v1).len()
+            })
+            .sum()
+    });
+}

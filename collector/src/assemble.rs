@@ -1,0 +1,737 @@
+//! Span assembly: Dapper annotations (one record each) grouped into Zipkin v2
+//! spans.
+//!
+//! Annotations are grouped by (trace id, span id) and, inside a span, by the
+//! endpoint that recorded them (service, IP, port): each endpoint's share is
+//! a *side* and becomes one v2 span. A span recorded by a client (`cs`/`cr`)
+//! and a server (`sr`/`ss`) under the same span id, Zipkin v1 style, thus
+//! becomes a CLIENT span and a `shared` SERVER span. The full mapping is in
+//! docs/ARCHITECTURE.md ("Collector").
+//!
+//! A side is emitted once it is *closed* (its closing annotation arrived:
+//! `cr`, `ss`, `ms`, `mr`, or `end` for a span without core annotations),
+//! after a short *linger* that lets the other side of a shared span arrive
+//! from another stream; an unclosed side is emitted after the idle timeout.
+//! Emitted spans are remembered until they are idle, so a late annotation
+//! emits the side again with everything it has (Zipkin merges spans by id).
+//! State is bounded: when `max_open` spans are held the least recently
+//! active one is emitted early and forgotten (counted in `evicted`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use blkkin::annotation::{hex_id, Annotation, AnnotationValue};
+
+use crate::model::{self, Endpoint, Span, SpanKind};
+
+/// Tuning of a [`SpanAssembler`].
+#[derive(Debug, Clone, Copy)]
+pub struct AssemblerConfig {
+    /// An unclosed side is emitted after this long without annotations; an
+    /// emitted span is forgotten after this long without annotations.
+    pub idle_timeout: Duration,
+    /// A closed side waits this long before it is emitted, so the other side
+    /// of a shared span (recorded by another process) can arrive.
+    pub linger: Duration,
+    /// Most spans held at once.
+    pub max_open: usize,
+}
+
+impl Default for AssemblerConfig {
+    fn default() -> Self {
+        AssemblerConfig {
+            idle_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(200),
+            max_open: 100_000,
+        }
+    }
+}
+
+/// What an assembler did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssemblerStats {
+    /// Annotations taken in.
+    pub annotations: u64,
+    /// Annotations without a usable timestamp (their stream's clock
+    /// calibration could not convert them): not assembled.
+    pub untimed: u64,
+    /// Annotations whose ids are not 16 hex digits: not assembled.
+    pub malformed: u64,
+    /// Spans emitted for the first time.
+    pub spans: u64,
+    /// Spans emitted again because a late annotation arrived.
+    pub updates: u64,
+    /// Spans emitted without their closing annotation, after the idle timeout.
+    pub incomplete: u64,
+    /// Spans forgotten early because `max_open` was reached (what they held
+    /// was emitted first, so nothing is lost; a later annotation of the same
+    /// span then starts a new partial span).
+    pub evicted: u64,
+}
+
+/// (trace id, span id).
+type SpanKey = (u64, u64);
+
+/// Annotations values that open and close a side, per kind.
+fn bounds(kind: Option<SpanKind>) -> (&'static str, Option<&'static str>) {
+    match kind {
+        Some(SpanKind::Client) => ("cs", Some("cr")),
+        Some(SpanKind::Server) => ("sr", Some("ss")),
+        Some(SpanKind::Producer) => ("ms", None),
+        Some(SpanKind::Consumer) => ("mr", None),
+        None => (blkkin::START, Some(blkkin::END)),
+    }
+}
+
+/// Core and generic events a side can hold, as bits of `Side::seen`.
+const MARKS: [&str; 8] = [
+    "cs",
+    "cr",
+    "sr",
+    "ss",
+    "ms",
+    "mr",
+    blkkin::START,
+    blkkin::END,
+];
+
+fn mark(value: &str) -> u8 {
+    MARKS.iter().position(|m| *m == value).map_or(0, |i| 1 << i)
+}
+
+/// The v2 endpoint of a record's service, IP text and port (`None` when
+/// all are empty).
+fn endpoint(service: &str, ip: Option<&str>, port: u16) -> Option<Endpoint> {
+    let ip = ip.unwrap_or("");
+    let ep = Endpoint {
+        service_name: (!service.is_empty()).then(|| service.to_lowercase()),
+        ipv4: ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
+        ipv6: ip.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
+        port: (port != 0).then_some(port),
+    };
+    (ep != Endpoint::default()).then_some(ep)
+}
+
+/// One endpoint's share of a span.
+#[derive(Debug)]
+struct Side {
+    service: String,
+    ip: Option<String>,
+    port: u16,
+    /// The v2 local endpoint (computed once).
+    endpoint: Option<Endpoint>,
+    /// Lower-cased span name.
+    name: String,
+    /// Which of [`MARKS`] arrived.
+    seen: u8,
+    parent_id: Option<String>,
+    debug: bool,
+    /// (epoch µs, value), in arrival order.
+    events: Vec<(u64, String)>,
+    tags: BTreeMap<String, String>,
+    integer_tags: BTreeSet<String>,
+    /// Earliest timestamp of any annotation (events and key/values).
+    first_ts: u64,
+    /// Has annotations not emitted yet.
+    pending: bool,
+    /// Was emitted at least once.
+    emitted: bool,
+    /// Emit no earlier than this (set once closed).
+    ready_at: Option<Instant>,
+}
+
+impl Side {
+    fn new(a: &Annotation, ts: u64) -> Side {
+        let ip = a.ipv4.clone().or_else(|| a.ipv6.clone());
+        Side {
+            endpoint: endpoint(&a.service_name, ip.as_deref(), a.port),
+            service: a.service_name.clone(),
+            ip,
+            port: a.port,
+            name: a.name.to_lowercase(),
+            seen: 0,
+            parent_id: a.parent_id.clone(),
+            debug: false,
+            events: Vec::new(),
+            tags: BTreeMap::new(),
+            integer_tags: BTreeSet::new(),
+            first_ts: ts,
+            pending: false,
+            emitted: false,
+            ready_at: None,
+        }
+    }
+
+    fn matches(&self, a: &Annotation) -> bool {
+        self.service == a.service_name
+            && self.port == a.port
+            && self.ip.as_deref() == a.ipv4.as_deref().or(a.ipv6.as_deref())
+    }
+
+    /// Whether `value` (one of [`MARKS`]) arrived.
+    fn has(&self, value: &str) -> bool {
+        self.seen & mark(value) != 0
+    }
+
+    fn kind(&self) -> Option<SpanKind> {
+        if self.has("cs") || self.has("cr") {
+            Some(SpanKind::Client)
+        } else if self.has("sr") || self.has("ss") {
+            Some(SpanKind::Server)
+        } else if self.has("ms") {
+            Some(SpanKind::Producer)
+        } else if self.has("mr") {
+            Some(SpanKind::Consumer)
+        } else {
+            None
+        }
+    }
+
+    fn closed(&self) -> bool {
+        let kind = self.kind();
+        match bounds(kind) {
+            (_, Some(end)) => self.has(end),
+            (begin, None) => self.has(begin),
+        }
+    }
+
+    fn take(&mut self, a: &Annotation, ts: u64) {
+        self.first_ts = self.first_ts.min(ts);
+        self.debug |= a.debug;
+        self.pending = true;
+        match (&a.key, &a.value) {
+            (None, AnnotationValue::Text(v)) => {
+                self.seen |= mark(v);
+                self.events.push((ts, v.clone()))
+            }
+            (None, AnnotationValue::Integer(i)) => self.events.push((ts, i.to_string())),
+            (Some(k), AnnotationValue::Text(v)) => {
+                self.integer_tags.remove(k);
+                self.tags.insert(k.clone(), v.clone());
+            }
+            (Some(k), AnnotationValue::Integer(i)) => {
+                self.integer_tags.insert(k.clone());
+                self.tags.insert(k.clone(), i.to_string());
+            }
+        }
+    }
+
+    /// The v2 span of this side; `shared` when a client side of the same
+    /// span id exists.
+    fn to_span(&self, trace_id: &str, id: &str, has_client: bool) -> Span {
+        let kind = self.kind();
+        let (begin, end) = bounds(kind);
+        let first = |v: &str| self.events.iter().find(|(_, e)| e == v).map(|(t, _)| *t);
+        let last = |v: &str| {
+            self.events
+                .iter()
+                .rev()
+                .find(|(_, e)| e == v)
+                .map(|(t, _)| *t)
+        };
+        let begin_ts = first(begin);
+        let timestamp = begin_ts.unwrap_or(self.first_ts);
+        let end_ts = end.and_then(last).filter(|_| begin_ts.is_some());
+        let duration = end_ts.map(|e| e.saturating_sub(timestamp).max(1));
+        let mut annotations: Vec<model::Annotation> = self
+            .events
+            .iter()
+            .filter(|(_, v)| {
+                !(begin_ts.is_some() && v == begin || end_ts.is_some() && Some(v.as_str()) == end)
+            })
+            .map(|(t, v)| model::Annotation {
+                timestamp: *t,
+                value: v.clone(),
+            })
+            .collect();
+        annotations.sort_by_key(|a| a.timestamp);
+        Span {
+            trace_id: trace_id.to_string(),
+            parent_id: self.parent_id.clone(),
+            id: id.to_string(),
+            kind,
+            name: (!self.name.is_empty()).then(|| self.name.clone()),
+            timestamp: Some(timestamp),
+            duration,
+            local_endpoint: self.endpoint.clone(),
+            remote_endpoint: None,
+            annotations,
+            tags: self.tags.clone(),
+            debug: self.debug.then_some(true),
+            shared: (kind == Some(SpanKind::Server) && has_client).then_some(true),
+            integer_tags: self.integer_tags.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpenSpan {
+    sides: Vec<Side>,
+    last_activity: Instant,
+    /// Its entry in the activity index.
+    tick: u64,
+}
+
+impl OpenSpan {
+    fn has_client(&self) -> bool {
+        self.sides
+            .iter()
+            .any(|s| s.kind() == Some(SpanKind::Client))
+    }
+}
+
+/// Groups annotations into spans; see the module documentation.
+#[derive(Debug)]
+pub struct SpanAssembler {
+    config: AssemblerConfig,
+    open: HashMap<SpanKey, OpenSpan>,
+    /// Activity order: tick → span (oldest first).
+    activity: BTreeMap<u64, SpanKey>,
+    next_tick: u64,
+    /// Closed sides waiting for their linger, in time order.
+    ready: VecDeque<(Instant, SpanKey)>,
+    stats: AssemblerStats,
+}
+
+impl SpanAssembler {
+    /// An empty assembler.
+    pub fn new(config: AssemblerConfig) -> SpanAssembler {
+        SpanAssembler {
+            config: AssemblerConfig {
+                max_open: config.max_open.max(1),
+                ..config
+            },
+            open: HashMap::new(),
+            activity: BTreeMap::new(),
+            next_tick: 0,
+            ready: VecDeque::new(),
+            stats: AssemblerStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AssemblerStats {
+        self.stats
+    }
+
+    /// Spans held (open, or emitted and kept for late annotations).
+    pub fn open_spans(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takes one annotation received at `now`; spans emitted early (to stay
+    /// within `max_open`) are appended to `out`.
+    pub fn add(&mut self, a: &Annotation, now: Instant, out: &mut Vec<Span>) {
+        self.stats.annotations += 1;
+        let Some(ts) = a.timestamp else {
+            self.stats.untimed += 1;
+            return;
+        };
+        let (Ok(trace), Ok(id)) = (
+            u64::from_str_radix(&a.trace_id, 16),
+            u64::from_str_radix(&a.id, 16),
+        ) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let key = (trace, id);
+        if !self.open.contains_key(&key) && self.open.len() >= self.config.max_open {
+            if let Some((_, oldest)) = self.activity.pop_first() {
+                self.stats.evicted += 1;
+                self.finish(oldest, out);
+            }
+        }
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        let span = self.open.entry(key).or_insert(OpenSpan {
+            sides: Vec::new(),
+            last_activity: now,
+            tick,
+        });
+        self.activity.remove(&span.tick);
+        self.activity.insert(tick, key);
+        span.tick = tick;
+        span.last_activity = now;
+        let side = match span.sides.iter().position(|s| s.matches(a)) {
+            Some(i) => &mut span.sides[i],
+            None => {
+                span.sides.push(Side::new(a, ts));
+                span.sides.last_mut().expect("just pushed")
+            }
+        };
+        side.take(a, ts);
+        if side.closed() {
+            let at = now + self.config.linger;
+            side.ready_at = Some(at);
+            self.ready.push_back((at, key));
+        }
+    }
+
+    /// Emits what is due at `now`: closed sides whose linger passed, and
+    /// sides of spans idle for the idle timeout (which are then forgotten).
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Span>) {
+        while let Some((at, _)) = self.ready.front() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.ready.pop_front().expect("front exists");
+            if let Some(span) = self.open.get_mut(&key) {
+                let has_client = span.has_client();
+                for side in &mut span.sides {
+                    if side.pending && side.ready_at.is_some_and(|r| r <= now) {
+                        Self::emit(&mut self.stats, side, key, has_client, out);
+                    }
+                }
+            }
+        }
+        while let Some((_, key)) = self.activity.first_key_value() {
+            let idle = self
+                .open
+                .get(key)
+                .is_none_or(|s| s.last_activity + self.config.idle_timeout <= now);
+            if !idle {
+                break;
+            }
+            let (_, key) = self.activity.pop_first().expect("first exists");
+            self.finish(key, out);
+        }
+    }
+
+    /// Emits everything still pending (at shutdown) and forgets all spans.
+    pub fn flush(&mut self, out: &mut Vec<Span>) {
+        let keys: Vec<SpanKey> = self.activity.values().copied().collect();
+        for key in keys {
+            self.finish(key, out);
+        }
+        self.activity.clear();
+        self.ready.clear();
+    }
+
+    /// Emits the pending sides of a span and forgets it.
+    fn finish(&mut self, key: SpanKey, out: &mut Vec<Span>) {
+        if let Some(mut span) = self.open.remove(&key) {
+            self.activity.remove(&span.tick);
+            let has_client = span.has_client();
+            for side in &mut span.sides {
+                if side.pending {
+                    if !side.closed() {
+                        self.stats.incomplete += 1;
+                    }
+                    Self::emit(&mut self.stats, side, key, has_client, out);
+                }
+            }
+        }
+    }
+
+    fn emit(
+        stats: &mut AssemblerStats,
+        side: &mut Side,
+        key: SpanKey,
+        has_client: bool,
+        out: &mut Vec<Span>,
+    ) {
+        out.push(side.to_span(&hex_id(key.0), &hex_id(key.1), has_client));
+        if side.emitted {
+            stats.updates += 1;
+        } else {
+            stats.spans += 1;
+        }
+        side.emitted = true;
+        side.pending = false;
+        side.ready_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blkkin::ring::layout::Kind;
+
+    const T: &str = "00000000000000aa";
+
+    fn ann(span: &str, service: &str, ip: &str, port: u16, ts: u64, event: &str) -> Annotation {
+        Annotation {
+            trace_id: T.into(),
+            id: span.into(),
+            parent_id: Some("0000000000000001".into()),
+            name: "Read".into(),
+            service_name: service.into(),
+            ipv4: Some(ip.into()),
+            ipv6: None,
+            port,
+            timestamp: Some(ts),
+            kind: Kind::Event,
+            value: AnnotationValue::Text(event.into()),
+            key: None,
+            debug: false,
+            pid: 1,
+            cpu: 0,
+        }
+    }
+
+    fn kv(mut a: Annotation, key: &str, v: AnnotationValue) -> Annotation {
+        a.kind = match v {
+            AnnotationValue::Integer(_) => Kind::Integer,
+            AnnotationValue::Text(_) => Kind::String,
+        };
+        a.key = Some(key.into());
+        a.value = v;
+        a
+    }
+
+    fn cfg() -> AssemblerConfig {
+        AssemblerConfig {
+            idle_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(100),
+            max_open: 100,
+        }
+    }
+
+    fn run(asm: &mut SpanAssembler, anns: &[Annotation], t0: Instant) -> Vec<Span> {
+        let mut out = Vec::new();
+        for a in anns {
+            asm.add(a, t0, &mut out);
+        }
+        asm.poll(t0 + Duration::from_millis(100), &mut out);
+        out
+    }
+
+    #[test]
+    fn client_and_server_sharing_a_span_id_become_client_and_shared_server() {
+        let s = "00000000000000bb";
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let anns = [
+            ann(s, "Client", "10.0.0.1", 5000, 1000, "cs"),
+            ann(s, "osd", "10.0.0.2", 6800, 1010, "sr"),
+            ann(s, "osd", "10.0.0.2", 6800, 1015, "journal"),
+            kv(
+                ann(s, "osd", "10.0.0.2", 6800, 1016, ""),
+                "bytes",
+                AnnotationValue::Integer(-4096),
+            ),
+            kv(
+                ann(s, "osd", "10.0.0.2", 6800, 1017, ""),
+                "object",
+                AnnotationValue::Text("obj_1".into()),
+            ),
+            ann(s, "osd", "10.0.0.2", 6800, 1020, "ss"),
+            ann(s, "Client", "10.0.0.1", 5000, 1030, "cr"),
+        ];
+        let mut out = Vec::new();
+        for a in &anns {
+            asm.add(a, t0, &mut out);
+        }
+        assert!(out.is_empty(), "nothing before the linger");
+        asm.poll(t0 + Duration::from_millis(99), &mut out);
+        assert!(out.is_empty());
+        asm.poll(t0 + Duration::from_millis(100), &mut out);
+        assert_eq!(out.len(), 2);
+        let client = out.iter().find(|s| s.kind == Some(SpanKind::Client));
+        let server = out.iter().find(|s| s.kind == Some(SpanKind::Server));
+        let (client, server) = (client.unwrap(), server.unwrap());
+        assert_eq!(client.id, s);
+        assert_eq!(client.trace_id, T);
+        assert_eq!(client.parent_id.as_deref(), Some("0000000000000001"));
+        assert_eq!(client.name.as_deref(), Some("read"));
+        assert_eq!((client.timestamp, client.duration), (Some(1000), Some(30)));
+        assert_eq!(client.shared, None);
+        assert!(client.annotations.is_empty());
+        let ep = client.local_endpoint.as_ref().unwrap();
+        assert_eq!(ep.service_name.as_deref(), Some("client"));
+        assert_eq!(
+            (ep.ipv4.as_deref(), ep.port),
+            (Some("10.0.0.1"), Some(5000))
+        );
+
+        assert_eq!(server.id, s);
+        assert_eq!(server.shared, Some(true));
+        assert_eq!((server.timestamp, server.duration), (Some(1010), Some(10)));
+        assert_eq!(
+            server.annotations,
+            vec![model::Annotation {
+                timestamp: 1015,
+                value: "journal".into()
+            }]
+        );
+        assert_eq!(server.tags["bytes"], "-4096");
+        assert_eq!(server.tags["object"], "obj_1");
+        assert!(server.integer_tags.contains("bytes"));
+        assert!(!server.integer_tags.contains("object"));
+        assert_eq!(asm.stats().spans, 2);
+    }
+
+    #[test]
+    fn start_and_end_give_timestamp_and_duration_of_a_local_span() {
+        let mut asm = SpanAssembler::new(cfg());
+        let s = "00000000000000cc";
+        let anns = [
+            ann(s, "mapper", "::1", 0, 500, "start"),
+            ann(s, "mapper", "::1", 0, 600, "lookup done"),
+            ann(s, "mapper", "::1", 0, 900, "end"),
+        ];
+        let out = run(&mut asm, &anns, Instant::now());
+        assert_eq!(out.len(), 1);
+        let sp = &out[0];
+        assert_eq!(sp.kind, None);
+        assert_eq!((sp.timestamp, sp.duration), (Some(500), Some(400)));
+        assert_eq!(sp.annotations.len(), 1);
+        assert_eq!(sp.annotations[0].value, "lookup done");
+        let ep = sp.local_endpoint.as_ref().unwrap();
+        assert_eq!(
+            (ep.ipv4.as_deref(), ep.ipv6.as_deref()),
+            (None, Some("::1"))
+        );
+        assert_eq!(ep.port, None);
+    }
+
+    #[test]
+    fn core_annotations_win_over_start_and_end_which_stay_annotations() {
+        let mut asm = SpanAssembler::new(cfg());
+        let s = "00000000000000dd";
+        let anns = [
+            ann(s, "c", "10.0.0.1", 1, 100, "start"),
+            ann(s, "c", "10.0.0.1", 1, 110, "cs"),
+            ann(s, "c", "10.0.0.1", 1, 190, "cr"),
+            ann(s, "c", "10.0.0.1", 1, 200, "end"),
+        ];
+        let out = run(&mut asm, &anns, Instant::now());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, Some(SpanKind::Client));
+        assert_eq!((out[0].timestamp, out[0].duration), (Some(110), Some(80)));
+        let values: Vec<&str> = out[0].annotations.iter().map(|a| &*a.value).collect();
+        assert_eq!(values, ["start", "end"]);
+    }
+
+    #[test]
+    fn an_unclosed_span_is_emitted_after_the_idle_timeout_without_duration() {
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let s = "00000000000000ee";
+        let mut out = Vec::new();
+        asm.add(&ann(s, "c", "10.0.0.1", 1, 100, "cs"), t0, &mut out);
+        asm.add(&ann(s, "c", "10.0.0.1", 1, 150, "sent"), t0, &mut out);
+        asm.poll(t0 + Duration::from_secs(9), &mut out);
+        assert!(out.is_empty());
+        asm.poll(t0 + Duration::from_secs(10), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].timestamp, out[0].duration), (Some(100), None));
+        assert_eq!(out[0].annotations.len(), 1, "cs gave the timestamp");
+        assert_eq!(asm.stats().incomplete, 1);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn a_span_without_its_start_keeps_the_closing_event_as_annotation() {
+        let mut asm = SpanAssembler::new(cfg());
+        let s = "00000000000000ef";
+        let anns = [
+            ann(s, "osd", "10.0.0.2", 1, 300, "queued"),
+            ann(s, "osd", "10.0.0.2", 1, 320, "ss"),
+        ];
+        let out = run(&mut asm, &anns, Instant::now());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, Some(SpanKind::Server));
+        assert_eq!((out[0].timestamp, out[0].duration), (Some(300), None));
+        assert_eq!(out[0].annotations.len(), 2);
+        assert_eq!(out[0].shared, None, "no client side: not shared");
+    }
+
+    #[test]
+    fn a_late_annotation_emits_an_update_with_everything() {
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let s = "00000000000000f1";
+        let mut out = run(
+            &mut asm,
+            &[
+                ann(s, "c", "10.0.0.1", 1, 100, "start"),
+                ann(s, "c", "10.0.0.1", 1, 200, "end"),
+            ],
+            t0,
+        );
+        assert_eq!(out.len(), 1);
+        let t1 = t0 + Duration::from_secs(1);
+        asm.add(
+            &kv(
+                ann(s, "c", "10.0.0.1", 1, 210, ""),
+                "result",
+                AnnotationValue::Text("ok".into()),
+            ),
+            t1,
+            &mut out,
+        );
+        asm.poll(t1 + Duration::from_millis(100), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].id, s);
+        assert_eq!((out[1].timestamp, out[1].duration), (Some(100), Some(100)));
+        assert_eq!(out[1].tags["result"], "ok");
+        assert_eq!(asm.stats().spans, 1);
+        assert_eq!(asm.stats().updates, 1);
+        // Forgotten once idle, with nothing left to emit.
+        asm.poll(t1 + Duration::from_secs(10), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn state_is_bounded_and_evictions_emit_and_count() {
+        let mut asm = SpanAssembler::new(AssemblerConfig {
+            max_open: 3,
+            ..cfg()
+        });
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..10u64 {
+            let id = format!("{:016x}", 0x100 + i);
+            asm.add(&ann(&id, "c", "10.0.0.1", 1, 100 + i, "cs"), t0, &mut out);
+            assert!(asm.open_spans() <= 3);
+        }
+        assert_eq!(asm.stats().evicted, 7);
+        assert_eq!(out.len(), 7, "evicted spans are emitted, not lost");
+        assert_eq!(out[0].id, format!("{:016x}", 0x100), "oldest first");
+        asm.flush(&mut out);
+        assert_eq!(out.len(), 10);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn annotations_with_malformed_ids_are_counted_not_assembled() {
+        let mut asm = SpanAssembler::new(cfg());
+        let a = ann("not hex", "c", "10.0.0.1", 1, 1, "cs");
+        let out = run(&mut asm, &[a], Instant::now());
+        assert!(out.is_empty());
+        assert_eq!(asm.stats().malformed, 1);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn untimed_annotations_are_counted_not_assembled() {
+        let mut asm = SpanAssembler::new(cfg());
+        let mut a = ann("00000000000000f2", "c", "10.0.0.1", 1, 1, "cs");
+        a.timestamp = None;
+        let out = run(&mut asm, &[a], Instant::now());
+        assert!(out.is_empty());
+        assert_eq!(asm.stats().untimed, 1);
+        assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn debug_flag_and_unparsable_ip_and_root_span() {
+        let mut asm = SpanAssembler::new(cfg());
+        let mut a = ann("00000000000000f3", "", "not-an-ip", 0, 5, "start");
+        a.debug = true;
+        a.parent_id = None;
+        a.name = String::new();
+        let out = run(&mut asm, &[a], Instant::now());
+        let mut out2 = out;
+        asm.flush(&mut out2);
+        assert_eq!(out2.len(), 1);
+        let sp = &out2[0];
+        assert_eq!(sp.debug, Some(true));
+        assert_eq!(sp.parent_id, None);
+        assert_eq!(sp.name, None);
+        assert_eq!(sp.local_endpoint, None);
+    }
+}

@@ -1,0 +1,235 @@
+//! Zipkin's HTTP collector: `POST /api/v2/spans` (JSON) or
+//! `POST /api/v1/spans` (`application/x-thrift`, a TBinaryProtocol
+//! `list<Span>`).
+//!
+//! The client is `ureq`: blocking, small (no async runtime, no TLS compiled
+//! in), which fits a sink that owns a worker thread and sends one request at
+//! a time.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::{Sink, SinkError};
+use crate::model::Span;
+use crate::tbinary;
+#[cfg(test)]
+use crate::v1::V1Span;
+
+/// The body format a Zipkin HTTP sink sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFormat {
+    /// v2 JSON to `/api/v2/spans`.
+    JsonV2,
+    /// v1 Thrift to `/api/v1/spans`.
+    ThriftV1,
+}
+
+/// Sends batches to a Zipkin server over HTTP.
+pub struct ZipkinHttpSink {
+    url: String,
+    format: HttpFormat,
+    agent: ureq::Agent,
+}
+
+impl ZipkinHttpSink {
+    /// A sink for the Zipkin server at `base` (e.g. `http://127.0.0.1:9411`).
+    pub fn new(base: &str, format: HttpFormat) -> ZipkinHttpSink {
+        let path = match format {
+            HttpFormat::JsonV2 => "/api/v2/spans",
+            HttpFormat::ThriftV1 => "/api/v1/spans",
+        };
+        ZipkinHttpSink {
+            url: format!("{}{path}", base.trim_end_matches('/')),
+            format,
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    /// Where it posts.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Encodes a batch: (body, content type, spans that could not be encoded).
+fn encode(format: HttpFormat, batch: &[Span]) -> (Vec<u8>, &'static str, Vec<String>) {
+    match format {
+        HttpFormat::JsonV2 => (
+            // Serialising the model cannot fail: only strings, numbers and maps with string keys.
+            serde_json::to_vec(batch).expect("spans serialise"),
+            "application/json",
+            Vec::new(),
+        ),
+        HttpFormat::ThriftV1 => {
+            let (spans, bad) = super::to_v1(batch);
+            (
+                tbinary::encode_span_list(&spans),
+                "application/x-thrift",
+                bad,
+            )
+        }
+    }
+}
+
+impl Sink for ZipkinHttpSink {
+    fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
+        let (body, content_type, bad) = encode(self.format, batch);
+        if bad.len() < batch.len() {
+            let res = self
+                .agent
+                .post(&self.url)
+                .set("Content-Type", content_type)
+                .send_bytes(&body);
+            match res {
+                Ok(_) => {}
+                // Zipkin answers 4xx for input it will never accept.
+                Err(ureq::Error::Status(code, r))
+                    if (400..500).contains(&code) && code != 408 && code != 429 =>
+                {
+                    return Err(SinkError::Rejected {
+                        spans: batch.len(),
+                        reason: format!("{} answered {code}: {}", self.url, body_text(r)),
+                    })
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    return Err(SinkError::Retry(format!(
+                        "{} answered {code}: {}",
+                        self.url,
+                        body_text(r)
+                    )))
+                }
+                Err(e) => return Err(SinkError::Retry(format!("{}: {e}", self.url))),
+            }
+        }
+        super::rejected_if_any(bad)
+    }
+}
+
+/// The start of an error response's body, for the log.
+fn body_text(r: ureq::Response) -> String {
+    let mut s = String::new();
+    let _ = r.into_reader().take(512).read_to_string(&mut s);
+    s.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-request HTTP server answering `status`; returns what it got.
+    fn serve_once(status: u16) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let mut s = s;
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+            )
+            .unwrap();
+            (head, body)
+        });
+        (base, h)
+    }
+
+    fn span() -> Span {
+        Span {
+            trace_id: "00000000000000aa".into(),
+            id: "00000000000000bb".into(),
+            timestamp: Some(1),
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn posts_json_v2() {
+        let (base, h) = serve_once(202);
+        let mut sink = ZipkinHttpSink::new(&format!("{base}/"), HttpFormat::JsonV2);
+        sink.send(&[span()]).unwrap();
+        let (head, body) = h.join().unwrap();
+        assert!(head.starts_with("POST /api/v2/spans "), "{head}");
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"));
+        let back: Vec<Span> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back, vec![span()]);
+    }
+
+    #[test]
+    fn posts_thrift_v1_and_classifies_errors() {
+        let (base, h) = serve_once(500);
+        let mut sink = ZipkinHttpSink::new(&base, HttpFormat::ThriftV1);
+        let e = sink.send(&[span()]).unwrap_err();
+        assert!(
+            matches!(e, SinkError::Retry(ref m) if m.contains("500")),
+            "{e}"
+        );
+        let (head, body) = h.join().unwrap();
+        assert!(head.starts_with("POST /api/v1/spans "), "{head}");
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("content-type: application/x-thrift"));
+        assert_eq!(
+            body,
+            tbinary::encode_span_list(&[V1Span::from_v2(&span()).unwrap()])
+        );
+
+        let (base, h) = serve_once(400);
+        let mut sink = ZipkinHttpSink::new(&base, HttpFormat::ThriftV1);
+        let mut bad = span();
+        bad.id = "zz".into();
+        let e = sink.send(&[span(), bad]).unwrap_err();
+        assert!(
+            matches!(e, SinkError::Rejected { spans: 2, ref reason } if reason.contains("nope")),
+            "{e}"
+        );
+        h.join().unwrap();
+
+        // Nobody listening: transient.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut sink = ZipkinHttpSink::new(&format!("http://127.0.0.1:{port}"), HttpFormat::JsonV2);
+        assert!(matches!(sink.send(&[span()]), Err(SinkError::Retry(_))));
+    }
+
+    #[test]
+    fn unencodable_spans_are_rejected_the_rest_sent() {
+        let (base, h) = serve_once(202);
+        let mut sink = ZipkinHttpSink::new(&base, HttpFormat::ThriftV1);
+        let mut bad = span();
+        bad.trace_id = "not hex".into();
+        let e = sink.send(&[span(), bad]).unwrap_err();
+        assert!(matches!(e, SinkError::Rejected { spans: 1, .. }), "{e}");
+        let (_, body) = h.join().unwrap();
+        assert_eq!(
+            body,
+            tbinary::encode_span_list(&[V1Span::from_v2(&span()).unwrap()])
+        );
+    }
+}
