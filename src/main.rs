@@ -11,6 +11,7 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod status;
 mod tail;
 mod up;
@@ -80,12 +81,24 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Run the node stack in one process until Ctrl-C: relay and consumer.
+    /// Run the whole pipeline with a sample traced storage stack, then show
+    /// where to look.
     ///
-    /// The consumer drains every ring of the ring directory (processes
-    /// started before or after) into the relay, which persists the streams
-    /// and serves live readers (`blkkin tail ADDR`). Ctrl-C drains the rings,
-    /// waits for the relay's acknowledgements, then stops.
+    /// Starts what `blkkin up` starts, runs `blkkin workload` (client →
+    /// volume → mapper → blocker, four processes traced through the C ABI),
+    /// waits until every span is in the embedded store, prints a summary
+    /// (traces, spans, p50/p99 per layer) and the Zipkin API address, then
+    /// keeps serving until Ctrl-C (or exits with --exit).
+    Demo(demo::DemoArgs),
+    /// Run the node stack in one process until Ctrl-C.
+    ///
+    /// Relay, consumer, collector and embedded store: the consumer drains
+    /// every ring of the ring directory (processes started before or after)
+    /// into the relay, which persists the streams and serves live readers
+    /// (`blkkin tail ADDR`); the collector assembles spans into the embedded
+    /// store, served with Zipkin's v2 query API on --listen (and to any other
+    /// sink given). Ctrl-C drains the rings, waits for the relay's
+    /// acknowledgements, flushes the collector, then stops.
     Up(up::StackArgs),
     /// Run the sample workload: a traced storage stack of four processes.
     ///
@@ -239,6 +252,7 @@ fn main() -> ExitCode {
         Command::Clean { dir, dry_run } => clean(dir, dry_run),
         Command::Workload(args) => workload::run(&args),
         Command::Up(args) => up::up(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Tail {
             relay,
             json,

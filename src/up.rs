@@ -1,6 +1,6 @@
-//! `blkkin up`: the whole node stack in one process — relay, consumer
-//! (and, with the collector, span assembly and the embedded store) — each
-//! on threads of its own, stopped in pipeline order on Ctrl-C.
+//! `blkkin up`: the whole node stack in one process — relay, consumer,
+//! collector and the embedded store with its Zipkin API — each on threads
+//! of its own, stopped in pipeline order on Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,14 @@ pub struct StackArgs {
     /// Address of the relay (consumers and live readers such as `blkkin tail`).
     #[arg(long, default_value = "127.0.0.1:7420", value_name = "ADDR")]
     pub relay_listen: SocketAddr,
+    /// Do not keep spans in the embedded store (then give another sink,
+    /// e.g. --zipkin-url).
+    #[arg(long)]
+    pub no_store: bool,
+    /// The collector's sinks and settings; --store defaults to
+    /// DATA_DIR/spans.db.
+    #[command(flatten)]
+    pub collector: blkkin_collector::service::CollectorArgs,
 }
 
 impl StackArgs {
@@ -52,6 +60,7 @@ impl StackArgs {
 
 /// A running node stack.
 pub struct Stack {
+    collector: Option<blkkin_collector::service::Collector>,
     relay_addr: SocketAddr,
     relay_stop: Option<tokio::sync::oneshot::Sender<()>>,
     relay: Option<JoinHandle<anyhow::Result<()>>>,
@@ -60,7 +69,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the relay, then the consumer draining into it.
+    /// Starts the relay, the consumer draining into it and the collector
+    /// reading it.
     pub fn start(args: &StackArgs) -> anyhow::Result<Stack> {
         let data_dir = args.data_dir()?;
         let relay_dir = data_dir.join("relay");
@@ -76,7 +86,19 @@ impl Stack {
             .name("consumer".into())
             .spawn(move || blkkin_consumerd::Consumer::new(ccfg).run(&stop, Duration::from_secs(5)))
             .context("starting the consumer thread")?;
+
+        let mut cargs = args.collector.clone();
+        if cargs.store.is_none() && !args.no_store {
+            cargs.store = Some(data_dir.join("spans.db"));
+        }
+        let collector = blkkin_collector::service::Collector::start(
+            &[relay_addr.to_string()],
+            &cargs,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .context("starting the collector")?;
         Ok(Stack {
+            collector: Some(collector),
             relay_addr,
             relay_stop: Some(relay_stop),
             relay: Some(relay),
@@ -90,11 +112,27 @@ impl Stack {
         self.relay_addr
     }
 
+    /// Where the embedded store's Zipkin API listens (unless --no-store).
+    pub fn query_addr(&self) -> Option<SocketAddr> {
+        self.collector.as_ref().and_then(|c| c.query_addr())
+    }
+
+    /// The embedded store (unless --no-store).
+    pub fn store(&self) -> Option<&blkkin_collector::store::Store> {
+        self.collector.as_ref().and_then(|c| c.store())
+    }
+
     /// Stops in pipeline order: the consumer drains what is in the rings and
-    /// waits for the relay's acknowledgements, then the relay shuts down.
+    /// waits for the relay's acknowledgements; the collector gets a moment to
+    /// read the last records, emits its open spans and flushes its sinks;
+    /// then the relay shuts down.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.consumer_stop.store(true, Ordering::Relaxed);
         let consumed = join("consumer", self.consumer.take());
+        if let Some(c) = self.collector.take() {
+            std::thread::sleep(Duration::from_millis(500));
+            c.stop();
+        }
         if let Some(tx) = self.relay_stop.take() {
             let _ = tx.send(());
         }
@@ -109,6 +147,9 @@ impl Drop for Stack {
         self.consumer_stop.store(true, Ordering::Relaxed);
         if let Some(tx) = self.relay_stop.take() {
             let _ = tx.send(());
+        }
+        if let Some(c) = self.collector.take() {
+            c.stop();
         }
     }
 }
@@ -172,16 +213,39 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// `blkkin up`: runs the stack until Ctrl-C.
-pub fn up(args: &StackArgs) -> anyhow::Result<std::process::ExitCode> {
-    install_stop_handler();
-    let stack = Stack::start(args)?;
-    eprintln!(
-        "blkkin up: draining {} · relay on {} (blkkin tail {}) · Ctrl-C stops",
+/// Logs of the embedded daemons to stderr: warnings unless $BLKKIN_LOG says
+/// otherwise (e.g. BLKKIN_LOG=info shows the collector's counters).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLKKIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}
+
+/// Where to look, for a person.
+pub fn banner(what: &str, args: &StackArgs, stack: &Stack) -> String {
+    let mut s = format!(
+        "{what}: draining {} · relay on {} (blkkin tail {})",
         args.ring_dir().display(),
         stack.relay_addr(),
         stack.relay_addr()
     );
+    if let Some(q) = stack.query_addr() {
+        s.push_str(&format!(
+            " · Zipkin API on http://{q}/api/v2/traces (Grafana: a Zipkin data source at http://{q})"
+        ));
+    }
+    s
+}
+
+/// `blkkin up`: runs the stack until Ctrl-C.
+pub fn up(args: &StackArgs) -> anyhow::Result<std::process::ExitCode> {
+    install_stop_handler();
+    init_logs();
+    let stack = Stack::start(args)?;
+    eprintln!("{} · Ctrl-C stops", banner("blkkin up", args, &stack));
     while !stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
     }

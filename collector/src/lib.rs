@@ -5,6 +5,7 @@ pub mod assemble;
 pub mod cassandra;
 pub mod model;
 pub mod pipeline;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -104,6 +104,9 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
             }
         };
         stats.connected.store(false, Ordering::Relaxed);
+        if tx.send(Vec::new()).is_err() {
+            return; // the collector stopped first: nothing to report
+        }
         stats.disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(relay = addr, error = %err, "relay connection lost; reconnecting");
         std::thread::sleep(delay);

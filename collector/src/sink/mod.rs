@@ -12,9 +12,11 @@
 //! batch after a backoff) or [`SinkError::Rejected`] for spans that will never
 //! be accepted (counted, not retried) — and hand it to [`SinkRunner::start`].
 
+pub mod cassandra;
 pub mod http;
 pub mod jsonl;
 pub mod scribe;
+pub mod store;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};

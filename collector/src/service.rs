@@ -1,0 +1,327 @@
+//! A whole collector from its options: relay sources, the assembler, every
+//! sink asked for and the embedded store's query server. Used by the
+//! `blkkin-collector` binary and by `blkkin up` / `blkkin demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::ValueEnum;
+
+use crate::assemble::{AssemblerConfig, SpanAssembler};
+use crate::cassandra::{CassandraConfig, Consistency};
+use crate::pipeline::Pipeline;
+use crate::sink::cassandra::CassandraSinkAdapter;
+use crate::sink::http::{HttpFormat, ZipkinHttpSink};
+use crate::sink::jsonl::JsonLinesSink;
+use crate::sink::scribe::ScribeSink;
+use crate::sink::store::StoreSink;
+use crate::sink::{SinkConfig, SinkRunner};
+use crate::source::RelaySource;
+use crate::store::{ServerHandle, Store, StoreConfig, StoreLocation};
+
+/// Zipkin HTTP body format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ZipkinFormat {
+    /// v2 JSON, POST /api/v2/spans.
+    Json,
+    /// v1 Thrift (TBinaryProtocol list<Span>), POST /api/v1/spans.
+    Thrift,
+}
+
+/// Where spans go and how the collector behaves (every flag of
+/// `blkkin-collector` but the relays).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectorArgs {
+    /// Keep spans in the embedded store (SQLite file) and serve Zipkin's v2
+    /// query API from it on --listen.
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+
+    /// Address of the embedded store's Zipkin API (with --store).
+    #[arg(long, default_value = "127.0.0.1:9411", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Embedded store: delete traces older than this many hours.
+    #[arg(long, default_value_t = 168.0, value_name = "HOURS")]
+    pub store_retention_hours: f64,
+
+    /// Embedded store: keep at most this many spans (oldest traces go first).
+    #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+    pub store_max_spans: u64,
+
+    /// Zipkin server base URL (e.g. http://127.0.0.1:9411); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub zipkin_url: Vec<String>,
+
+    /// Body format for the --zipkin-url sinks.
+    #[arg(long, value_enum, default_value = "json")]
+    pub zipkin_format: ZipkinFormat,
+
+    /// Scribe server (Zipkin's Scribe collector), host:port; repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scribe: Vec<String>,
+
+    /// Append spans as JSON lines (Zipkin v2) to this file; `-` for stdout.
+    #[arg(long, value_name = "PATH|-")]
+    pub jsonl: Option<PathBuf>,
+
+    /// Cassandra contact point (host:port) for Zipkin's cassandra3 schema;
+    /// repeatable. Cassandra may start later: the sink waits for it.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cassandra: Vec<String>,
+
+    /// Cassandra keyspace holding Zipkin's tables.
+    #[arg(long, default_value = "zipkin2", value_name = "NAME")]
+    pub cassandra_keyspace: String,
+
+    /// Use an existing keyspace as it is instead of creating Zipkin's schema
+    /// when missing.
+    #[arg(long)]
+    pub cassandra_no_schema: bool,
+
+    /// Cassandra write consistency: one, local-one, quorum, local-quorum, all.
+    #[arg(long, default_value = "local-one", value_parser = parse_consistency, value_name = "LEVEL")]
+    pub cassandra_consistency: Consistency,
+
+    /// Cassandra user (password in $BLKKIN_CASSANDRA_PASSWORD).
+    #[arg(long, value_name = "USER")]
+    pub cassandra_user: Option<String>,
+
+    /// Emit a span without its closing annotation after this many seconds
+    /// without annotations (and forget emitted spans after as long).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+
+    /// Wait this many milliseconds after a closing annotation before
+    /// emitting, so the other side of a shared span can arrive.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub linger_ms: u64,
+
+    /// Most spans held by the assembler; the least recently active is
+    /// emitted early and forgotten beyond it (counted as evicted).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_open_spans: usize,
+
+    /// Spans each sink may queue; beyond it spans are dropped and counted.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub queue_spans: usize,
+
+    /// Most spans per request to a sink.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub batch_spans: usize,
+
+    /// Longest retry delay of a failing sink (exponential backoff from 100 ms).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub max_backoff: f64,
+
+    /// At shutdown, how long sinks may keep trying to deliver their queues.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub shutdown_grace: f64,
+
+    /// Log counters every this many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub stats_interval: f64,
+
+    /// Name this collector gives itself when connecting to relays.
+    #[arg(long, default_value = "blkkin-collector")]
+    pub name: String,
+}
+
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    Ok(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "one" => Consistency::One,
+        "local-one" => Consistency::LocalOne,
+        "quorum" => Consistency::Quorum,
+        "local-quorum" => Consistency::LocalQuorum,
+        "all" => Consistency::All,
+        _ => {
+            return Err(format!(
+                "unknown consistency {s:?} (one, local-one, quorum, local-quorum, all)"
+            ))
+        }
+    })
+}
+
+fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("--{what} {v} is not a valid duration"))
+}
+
+/// A running collector.
+pub struct Collector {
+    stop: Arc<AtomicBool>,
+    pipeline: Option<JoinHandle<()>>,
+    query: Option<(tokio::runtime::Runtime, ServerHandle)>,
+    store: Option<Store>,
+}
+
+impl Collector {
+    /// Starts reading `relays` and delivering to every sink of `args`
+    /// (at least one). `stop` ends it (see [`Collector::stop`]).
+    pub fn start(
+        relays: &[String],
+        args: &CollectorArgs,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Collector> {
+        anyhow::ensure!(!relays.is_empty(), "no relay to read");
+        let sink_config = SinkConfig {
+            queue_spans: args.queue_spans,
+            batch_spans: args.batch_spans,
+            backoff_max: secs("max-backoff", args.max_backoff)?,
+            shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
+            ..SinkConfig::default()
+        };
+        let mut sinks = Vec::new();
+        let mut store = None;
+        let mut query = None;
+        if let Some(path) = &args.store {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let config = StoreConfig {
+                retention: secs("store-retention-hours", args.store_retention_hours * 3600.0)?,
+                max_spans: args.store_max_spans,
+                ..StoreConfig::default()
+            };
+            let s = Store::open_with(StoreLocation::File(path.clone()), config)
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("store-http")
+                .enable_all()
+                .build()
+                .context("starting the query server's runtime")?;
+            let handle = rt
+                .block_on(crate::store::serve(args.listen, s.clone()))
+                .with_context(|| format!("serving the Zipkin API on {}", args.listen))?;
+            sinks.push(SinkRunner::start(
+                &format!("store {}", path.display()),
+                StoreSink::new(s.clone()),
+                sink_config,
+            )?);
+            query = Some((rt, handle));
+            store = Some(s);
+        }
+        for url in &args.zipkin_url {
+            let format = match args.zipkin_format {
+                ZipkinFormat::Json => HttpFormat::JsonV2,
+                ZipkinFormat::Thrift => HttpFormat::ThriftV1,
+            };
+            let sink = ZipkinHttpSink::new(url, format);
+            let name = format!("zipkin {}", sink.url());
+            sinks.push(SinkRunner::start(&name, sink, sink_config)?);
+        }
+        for addr in &args.scribe {
+            sinks.push(SinkRunner::start(
+                &format!("scribe {addr}"),
+                ScribeSink::new(addr),
+                sink_config,
+            )?);
+        }
+        if let Some(path) = &args.jsonl {
+            let sink = JsonLinesSink::open(path)
+                .with_context(|| format!("opening {} for JSON lines", path.display()))?;
+            sinks.push(SinkRunner::start(
+                &format!("jsonl {}", path.display()),
+                sink,
+                sink_config,
+            )?);
+        }
+        if !args.cassandra.is_empty() {
+            let credentials = match &args.cassandra_user {
+                None => None,
+                Some(user) => Some((
+                    user.clone(),
+                    std::env::var("BLKKIN_CASSANDRA_PASSWORD").map_err(|_| {
+                        anyhow!("--cassandra-user needs the password in $BLKKIN_CASSANDRA_PASSWORD")
+                    })?,
+                )),
+            };
+            let config = CassandraConfig {
+                contact_points: args.cassandra.clone(),
+                keyspace: args.cassandra_keyspace.clone(),
+                ensure_schema: !args.cassandra_no_schema,
+                consistency: args.cassandra_consistency,
+                credentials,
+                ..CassandraConfig::default()
+            };
+            sinks.push(SinkRunner::start(
+                &format!("cassandra {}", args.cassandra.join(",")),
+                CassandraSinkAdapter::new(config),
+                sink_config,
+            )?);
+        }
+        anyhow::ensure!(
+            !sinks.is_empty(),
+            "no sink given: use --store, --zipkin-url, --scribe, --jsonl and/or --cassandra"
+        );
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let mut sources = Vec::new();
+        for relay in relays {
+            sources.push(RelaySource::start(relay, &args.name, tx.clone())?);
+        }
+        drop(tx);
+        let assembler = SpanAssembler::new(AssemblerConfig {
+            idle_timeout: secs("idle-timeout", args.idle_timeout)?,
+            linger: Duration::from_millis(args.linger_ms),
+            max_open: args.max_open_spans,
+        });
+        tracing::info!(
+            relays = ?relays,
+            sinks = ?sinks.iter().map(|s| s.name().to_string()).collect::<Vec<_>>(),
+            "collector started"
+        );
+        let pipeline = Pipeline {
+            assembler,
+            sinks,
+            sources,
+            stats_interval: secs("stats-interval", args.stats_interval)?,
+        };
+        let flag = stop.clone();
+        let pipeline = std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || pipeline.run(rx, &flag))
+            .context("starting the collector thread")?;
+        Ok(Collector {
+            stop,
+            pipeline: Some(pipeline),
+            query,
+            store,
+        })
+    }
+
+    /// Where the embedded store's Zipkin API listens (with `--store`).
+    pub fn query_addr(&self) -> Option<SocketAddr> {
+        self.query.as_ref().map(|(_, h)| h.local_addr())
+    }
+
+    /// The embedded store (with `--store`).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Blocks until the pipeline ended (its stop flag set, or every source gone).
+    pub fn wait(&mut self) {
+        if let Some(p) = self.pipeline.take() {
+            if p.join().is_err() {
+                tracing::error!("the collector thread panicked");
+            }
+        }
+    }
+
+    /// Sets the stop flag, emits open spans, flushes the sinks and stops the
+    /// query server.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wait();
+        if let Some((rt, handle)) = self.query.take() {
+            rt.block_on(handle.shutdown());
+        }
+    }
+}
