@@ -1,0 +1,244 @@
+//! The span archive on a real HDFS (scripts/hdfs.sh: Hadoop's
+//! MiniDFSCluster, one NameNode and one DataNode on loopback), started once
+//! for this test binary. Fails when HDFS cannot start, unless
+//! BLKKIN_SKIP_HDFS=1 is set.
+
+mod archive_support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use archive_support::*;
+use blkkin_collector::analyze::{self, AnalyzeOptions};
+use blkkin_collector::archive::{
+    layout, ArchiveConfig, ArchiveLocation, ArchiveWriter, Compression, HdfsConfig, HdfsFs,
+};
+use serde_json::Value;
+
+/// A running HDFS, stopped on drop.
+struct Hdfs {
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/hdfs.sh")
+}
+
+impl Hdfs {
+    fn start() -> Hdfs {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("hdfs");
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(&state)
+            .output()
+            .expect("run scripts/hdfs.sh");
+        let mut hdfs = Hdfs {
+            state,
+            _dir: dir,
+            env: HashMap::new(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/hdfs.sh start failed (set BLKKIN_SKIP_HDFS=1 to skip):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        hdfs.reload_env();
+        hdfs
+    }
+
+    fn reload_env(&mut self) {
+        let text = std::fs::read_to_string(self.state.join("cluster.env")).unwrap();
+        self.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    fn url(&self) -> String {
+        self.env["NAMENODE_URL"].clone()
+    }
+
+    fn restart_namenode(&mut self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("restart-namenode")
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restart-namenode: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let before = self.url();
+        self.reload_env();
+        assert_eq!(self.url(), before, "the NameNode came back on its port");
+    }
+
+    fn webhdfs(&self, path: &str, op: &str) -> ureq::Response {
+        let url = format!(
+            "http://127.0.0.1:{}/webhdfs/v1{path}?op={op}&user.name=blkkin",
+            self.env["WEBHDFS_PORT"]
+        );
+        ureq::get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Every file under `dir`, recursively, through WebHDFS LISTSTATUS.
+    fn webhdfs_list(&self, dir: &str, out: &mut Vec<String>) {
+        let body = self.webhdfs(dir, "LISTSTATUS").into_string().unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        for st in v["FileStatuses"]["FileStatus"].as_array().unwrap() {
+            let path = format!("{dir}/{}", st["pathSuffix"].as_str().unwrap());
+            if st["type"] == "DIRECTORY" {
+                self.webhdfs_list(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+impl Drop for Hdfs {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.state)
+            .status();
+    }
+}
+
+fn hdfs_fs(h: &Hdfs, root: &str) -> HdfsFs {
+    HdfsFs::connect(HdfsConfig {
+        namenode_url: h.url(),
+        root: root.into(),
+        user: Some("blkkin".into()),
+    })
+    .unwrap()
+}
+
+/// Opens the writer, retrying while a restarted NameNode is still in safe
+/// mode or not yet answering.
+fn open_writer(h: &Hdfs, root: &str, c: &ArchiveConfig) -> ArchiveWriter<HdfsFs> {
+    let mut last = None;
+    for _ in 0..60 {
+        match ArchiveWriter::open(hdfs_fs(h, root), c.clone()) {
+            Ok(w) => return w,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("cannot open the writer: {last:?}");
+}
+
+#[test]
+fn archive_on_real_hdfs() {
+    if std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1") {
+        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING the real-HDFS archive test");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut hdfs = Hdfs::start();
+    eprintln!("HDFS up at {} in {:?}", hdfs.url(), started.elapsed());
+
+    let root = "/blkkin/spans";
+    let spans = workload(3000, 3 * 3_600_000_000, 11);
+    let batches = batches(&spans, 100);
+    let mut c = ArchiveConfig::new("collector-h");
+    c.compression = Compression::Gzip;
+
+    // Session 1: two commits, then the writer dies mid-stream.
+    let mut w = open_writer(&hdfs, root, &c);
+    let acked = feed(&mut w, &batches, 0, 5, Stop::CrashAfter(13)).unwrap();
+    assert_eq!(acked, 10);
+    drop(w);
+
+    // Session 2: resumes; the NameNode restarts in the middle. Whatever
+    // fails is retried the way a collector would: reopen the writer and
+    // resume from the last acknowledged position.
+    let mut w = open_writer(&hdfs, root, &c);
+    assert_eq!(w.committed_position(), Some(10));
+    let acked = feed(&mut w, &batches, acked, 5, Stop::CrashBeforeAck(7)).unwrap();
+    assert_eq!(acked, 15);
+    hdfs.restart_namenode();
+    let mut acked = acked;
+    let mut reopened = 0;
+    loop {
+        let mut w = open_writer(&hdfs, root, &c);
+        match feed(&mut w, &batches, acked, 5, Stop::Completes) {
+            Ok(last) => {
+                acked = last;
+                break;
+            }
+            Err((a, e)) => {
+                eprintln!("writer failed after the NameNode restart ({e}); reopening");
+                acked = a;
+                reopened += 1;
+                assert!(reopened < 10, "the writer keeps failing: {e}");
+            }
+        }
+    }
+    assert_eq!(acked, batches.len() as u64);
+
+    // Read back through hdfs-native.
+    let fs = hdfs_fs(&hdfs, root);
+    let got = read_back(&fs);
+    assert_exactly_once(&spans, &got);
+
+    // Read back through WebHDFS: LISTSTATUS, then OPEN (redirected to the
+    // DataNode).
+    let mut files = Vec::new();
+    hdfs.webhdfs_list(root, &mut files);
+    let mut via_http = Vec::new();
+    let mut visible = 0;
+    for path in &files {
+        let rel = path.strip_prefix(&format!("{root}/")).unwrap();
+        if !layout::is_visible(rel) {
+            continue;
+        }
+        visible += 1;
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut hdfs.webhdfs(path, "OPEN").into_reader(), &mut raw)
+            .unwrap();
+        let text =
+            blkkin_collector::archive::encode::decode(layout::compression_of(rel).unwrap(), &raw)
+                .unwrap();
+        via_http.extend(parse_ndjson(rel, &text));
+    }
+    assert!(visible >= 3, "{files:?}");
+    assert_exactly_once(&spans, &via_http);
+    assert!(
+        files.iter().all(|f| !f.contains("/_tmp/")),
+        "no in-progress file is left: {files:?}"
+    );
+
+    // analyze straight from HDFS agrees with the numbers computed here.
+    let t = std::time::Instant::now();
+    let report = analyze::run(&AnalyzeOptions {
+        location: ArchiveLocation::Hdfs(HdfsConfig {
+            namenode_url: hdfs.url(),
+            root: root.into(),
+            user: None,
+        }),
+        from_micros: None,
+        to_micros: None,
+        slowest: 10,
+    })
+    .unwrap();
+    eprintln!(
+        "analyze over HDFS: {} spans in {:?}",
+        report.spans,
+        t.elapsed()
+    );
+    assert_report_matches(&report, &spans, None, None);
+    assert_eq!(report.files, visible as u64);
+    eprintln!("real-HDFS archive test done in {:?}", started.elapsed());
+}
