@@ -119,20 +119,31 @@ pub struct Consumer {
     next_attempt: Instant,
     last_counters: Instant,
     stats: Stats,
+    /// Emptied batch buffers (acknowledged), reused for new batches.
+    spare: Vec<Vec<u8>>,
 }
 
 struct Conn {
     sock: TcpStream,
     frames: FrameBuffer,
+    /// Encoding buffer, reused for every frame.
+    out: Vec<u8>,
 }
 
 impl Conn {
     fn send(&mut self, f: &Frame) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        f.encode(&mut buf);
-        self.sock.write_all(&buf)
+        self.out.clear();
+        f.encode(&mut self.out);
+        self.sock.write_all(&self.out)
     }
 }
+
+/// Batch buffers kept for reuse: a fresh large buffer costs page faults and
+/// zeroing on every batch. At most this many, each of at most
+/// [`SPARE_MAX_CAPACITY`] bytes, so the pool stays small.
+const SPARE_BUFFERS: usize = 32;
+/// Largest buffer kept for reuse.
+const SPARE_MAX_CAPACITY: usize = 1 << 20;
 
 impl Consumer {
     /// A consumer of `cfg.ring_dir`; it connects lazily.
@@ -154,6 +165,7 @@ impl Consumer {
             next_attempt: Instant::now(),
             last_counters: Instant::now(),
             stats: Stats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -248,7 +260,8 @@ impl Consumer {
                 let cursor = self.rings.cursor(&id);
                 if let (Some(s), Some(cursor)) = (self.streams.get_mut(&id), cursor) {
                     if !s.pending.is_empty() {
-                        let bytes = std::mem::take(&mut s.pending);
+                        let fresh = self.spare.pop().unwrap_or_default();
+                        let bytes = std::mem::replace(&mut s.pending, fresh);
                         s.unacked.push_back(Batch {
                             first: s.pending_first,
                             end: s.pending_end,
@@ -316,6 +329,7 @@ impl Consumer {
         let mut conn = Conn {
             sock,
             frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
+            out: Vec::new(),
         };
         conn.send(&Frame::Hello {
             version: VERSION,
@@ -374,11 +388,16 @@ impl Consumer {
                 s.sent_calibration = Some(s.calibration);
             }
             for b in s.unacked.iter_mut().filter(|b| !b.sent) {
-                result = conn.send(&Frame::Records {
+                // The batch's bytes are lent to the frame, not copied.
+                let frame = Frame::Records {
                     handle: s.handle,
                     first: b.first,
-                    records: b.bytes.clone(),
-                });
+                    records: std::mem::take(&mut b.bytes),
+                };
+                result = conn.send(&frame);
+                if let Frame::Records { records, .. } = frame {
+                    b.bytes = records;
+                }
                 if result.is_err() {
                     break 'streams;
                 }
@@ -405,9 +424,15 @@ impl Consumer {
                     };
                     let mut release = None;
                     while s.unacked.front().is_some_and(|b| b.end <= next) {
-                        let b = s.unacked.pop_front().expect("checked");
+                        let mut b = s.unacked.pop_front().expect("checked");
                         self.stats.acked += b.end - b.first;
                         release = Some(b.cursor);
+                        if self.spare.len() < SPARE_BUFFERS
+                            && b.bytes.capacity() <= SPARE_MAX_CAPACITY
+                        {
+                            b.bytes.clear();
+                            self.spare.push(b.bytes);
+                        }
                     }
                     if let Some(c) = release {
                         self.rings.release_to(id, c);
