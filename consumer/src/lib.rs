@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blkkin::ring::reader::{ReaderStats, WriterCounters};
 use blkkin::ring::{Calibration, Cursor};
 use blkkin::ringset::{Release, RingId, RingSet, RingSetOptions};
 use blkkin::wire::{Frame, FrameBuffer, Role, StreamKey, DEFAULT_MAX_FRAME, VERSION};
@@ -102,6 +103,8 @@ struct Stream {
     pending_end: u64,
     unacked: VecDeque<Batch>,
     sent_calibration: Option<Calibration>,
+    /// Counters last sent on the current connection (sent again only when they change).
+    sent_counters: Option<(ReaderStats, WriterCounters)>,
     /// Opened on the current connection.
     opened: bool,
     /// Gone from the ring set: close once everything is acknowledged.
@@ -232,6 +235,7 @@ impl Consumer {
                             pending_end: r.position,
                             unacked: VecDeque::new(),
                             sent_calibration: None,
+                            sent_counters: None,
                             opened: false,
                             finished: false,
                         }
@@ -297,6 +301,7 @@ impl Consumer {
                 for s in self.streams.values_mut() {
                     s.opened = false;
                     s.sent_calibration = None;
+                    s.sent_counters = None;
                     for b in s.unacked.iter_mut().filter(|b| b.sent) {
                         b.sent = false;
                         self.stats.resent += 1;
@@ -495,7 +500,13 @@ impl Consumer {
         };
         let mut failed = None;
         for (id, reader, writer) in self.rings.counters() {
-            if let Some(s) = self.streams.get(&id).filter(|s| s.opened) {
+            // Unchanged counters are not sent again: with many idle
+            // processes they cost the relay a metadata write each.
+            if let Some(s) = self
+                .streams
+                .get_mut(&id)
+                .filter(|s| s.opened && s.sent_counters != Some((reader, writer)))
+            {
                 if let Err(e) = conn.send(&Frame::Counters {
                     handle: s.handle,
                     reader,
@@ -504,6 +515,7 @@ impl Consumer {
                     failed = Some(e);
                     break;
                 }
+                s.sent_counters = Some((reader, writer));
             }
         }
         if let Some(e) = failed {
