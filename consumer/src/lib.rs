@@ -36,7 +36,8 @@ pub struct Config {
     pub node: String,
     /// Most bytes of records sent but not yet acknowledged.
     pub max_unacked: usize,
-    /// A batch is sent when it reaches this many bytes (or at the end of a poll).
+    /// A batch is sent at the end of a poll, or — while the rings have more
+    /// records at once — when it reaches this many bytes.
     pub batch_bytes: usize,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
@@ -52,7 +53,7 @@ impl Config {
             relay,
             node: hostname(),
             max_unacked: 64 << 20,
-            batch_bytes: 256 << 10,
+            batch_bytes: 1 << 20,
             max_backoff: Duration::from_secs(5),
             counters_every: Duration::from_secs(1),
         }
@@ -144,9 +145,9 @@ impl Conn {
 /// Batch buffers kept for reuse: a fresh large buffer costs page faults and
 /// zeroing on every batch. At most this many, each of at most
 /// [`SPARE_MAX_CAPACITY`] bytes, so the pool stays small.
-const SPARE_BUFFERS: usize = 32;
-/// Largest buffer kept for reuse.
-const SPARE_MAX_CAPACITY: usize = 1 << 20;
+const SPARE_BUFFERS: usize = 16;
+/// Largest buffer kept for reuse (a full batch plus one poll's records fits).
+const SPARE_MAX_CAPACITY: usize = 2 << 20;
 
 impl Consumer {
     /// A consumer of `cfg.ring_dir`; it connects lazily.
@@ -215,7 +216,6 @@ impl Consumer {
         }
         let mut last = None;
         if self.unacked_bytes() < self.cfg.max_unacked {
-            let mut appended: Vec<RingId> = Vec::new();
             let streams = &mut self.streams;
             let next_handle = &mut self.next_handle;
             let node = &self.cfg.node;
@@ -254,32 +254,32 @@ impl Consumer {
                     s.pending.extend_from_slice(r.raw);
                     s.pending_end = r.position + 1;
                     records += 1;
-                    if appended.last() != Some(id) {
-                        appended.push(*id);
-                    }
                 })
                 .context("polling the ring directory")?;
             self.stats.records += records;
             for e in self.rings.take_errors() {
                 eprintln!("blkkin-consumerd: {e}");
             }
-            // Seal what this poll added into batches, with the ring cursor
-            // that covers them.
-            for id in appended {
-                let cursor = self.rings.cursor(&id);
-                if let (Some(s), Some(cursor)) = (self.streams.get_mut(&id), cursor) {
-                    if !s.pending.is_empty() {
-                        let fresh = self.spare.pop().unwrap_or_default();
-                        let bytes = std::mem::replace(&mut s.pending, fresh);
-                        s.unacked.push_back(Batch {
-                            first: s.pending_first,
-                            end: s.pending_end,
-                            bytes,
-                            cursor,
-                            sent: false,
-                        });
-                    }
+            // Seal pending records into batches, with the ring cursor that
+            // covers them — unless the rings have more right now and the
+            // batch is not full: the next poll follows at once and adds to
+            // it, so the relay syncs and acknowledges fewer, larger batches.
+            for (id, s) in self.streams.iter_mut() {
+                if s.pending.is_empty() || (st.more && s.pending.len() < self.cfg.batch_bytes) {
+                    continue;
                 }
+                let Some(cursor) = self.rings.cursor(id) else {
+                    continue;
+                };
+                let fresh = self.spare.pop().unwrap_or_default();
+                let bytes = std::mem::replace(&mut s.pending, fresh);
+                s.unacked.push_back(Batch {
+                    first: s.pending_first,
+                    end: s.pending_end,
+                    bytes,
+                    cursor,
+                    sent: false,
+                });
             }
             last = Some(st);
         }
