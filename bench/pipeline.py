@@ -241,7 +241,7 @@ def throughput(b, records, procs):
     consumer = b.consumer(ring, addr)
     w.procs["consumer"] = consumer
     w.cpu0["consumer"] = 0.0  # counted from its start
-    watch = b.tool("watch", "--relay", addr, "--expect", str(total), "--interval-ms", "2")
+    watch = b.tool("watch", "--relay", addr, "--expect", str(total), "--interval-ms", "5")
     m = w.stop(watch["done_unix_ns"])
     v = finish(b, relay, consumer, data, ring)
     secs = m["seconds"]
@@ -273,7 +273,7 @@ def concurrent(b, rate, seconds, procs, ring_size):
         p.wait()
     # Wait for what was written (records the rings dropped are counted as loss below).
     written = sum(g["written"] for g in gens)
-    watch = b.tool("watch", "--relay", addr, "--expect", str(written), "--interval-ms", "2",
+    watch = b.tool("watch", "--relay", addr, "--expect", str(written), "--interval-ms", "5",
                    "--timeout", str(seconds * 4 + 30))
     m = w.stop(watch["done_unix_ns"])
     v = finish(b, relay, consumer, data, ring)

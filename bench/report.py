@@ -257,7 +257,7 @@ def pipeline_section(p):
         w(f"**(i) Prefilled drain.** {t['generators']} generator processes wrote {n:,} records "
           f"({t['generator_rate'] / 1e6:.1f} M records/s together) into rings of {t['ring_size']} per CPU "
           "large enough to hold them all, and exited; then the consumer was started, and the clock ran from its "
-          "start until the relay's stream list (polled every 2 ms by a reader) held all of them — persisted and "
+          "start until the relay's stream list (polled every 5 ms by a reader) held all of them — persisted and "
           "acknowledged. This measures the pipeline's capacity without the generators competing for the CPUs. "
           f"It took {t['seconds']:.2f} s: {t['records_per_s'] / 1e6:.2f} M records/s, {t['mb_per_s']:.0f} MB/s of "
           f"records ({t['disk_mb_per_s']:.0f} MB/s written to the store). CPU: consumer {cs:.2f} s "
