@@ -11,21 +11,64 @@
 # slow phase of a noisy VM hits all of them; the table shows the median of
 # the runs. Raw results go to bench/out/.
 #
-# usage: bash bench/run.sh        (about 2-3 minutes)
+# Then the pipeline benchmarks of the consumer daemon and the relay
+# (bench/pipeline.py, see its docstring). Results are kept in bench/results/
+# (record.jsonl, pipeline.json) so either part can be re-run alone and the
+# report is always written from both.
+#
+# usage: bash bench/run.sh [all|record|pipeline|report]
+#   all       both parts (default; about 5 minutes)
+#   record    record-path benchmarks only (about 2-3 minutes)
+#   pipeline  consumer → relay benchmarks only (about 3 minutes)
+#   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bench/out"
-mkdir -p "$OUT"
-: >"$OUT/results.jsonl"
+RESULTS="$ROOT/bench/results"
+WHAT="${1:-all}"
+case "$WHAT" in
+all | record | pipeline | report) ;;
+*)
+	echo "usage: bash bench/run.sh [all|record|pipeline|report]" >&2
+	exit 2
+	;;
+esac
+mkdir -p "$OUT" "$RESULTS"
 log() { echo "[bench] $*" >&2; }
+
+report() {
+	log "writing docs/BENCHMARKS.md"
+	python3 "$ROOT/bench/report.py" "$RESULTS" "$ROOT/docs/BENCHMARKS.md"
+	log "done: docs/BENCHMARKS.md"
+}
+TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+run_pipeline() {
+	log "building the daemons and the pipeline load generator (release)"
+	cargo build --release -q -p blkkin-consumerd -p blkkin-relayd -p blkkin-pipeline-bench \
+		--manifest-path "$ROOT/Cargo.toml"
+	rm -rf "$OUT/pipeline"
+	python3 "$ROOT/bench/pipeline.py" --bin "$TARGET/release" --out "$RESULTS/pipeline.json" \
+		--work "$OUT/pipeline"
+}
+
+if [ "$WHAT" = report ]; then
+	report
+	exit 0
+fi
+if [ "$WHAT" = pipeline ]; then
+	run_pipeline
+	report
+	exit 0
+fi
+: >"$OUT/results.jsonl"
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
 log "building libblkin (release)"
 cargo build --release -q -p blkin-capi --manifest-path "$ROOT/Cargo.toml"
-TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 mkdir -p "$TMP/lib"
 cp "$TARGET/release/libblkin.so" "$TMP/lib/libblkin.so"
 ln -sf libblkin.so "$TMP/lib/libblkin.so.0"
@@ -65,6 +108,8 @@ log "record sizes"
 SIZES="$(mktemp -d "$TMP/rings.XXXX")"
 BLKIN_SHM_DIR="$SIZES" cargo run -q --release -p blkkin --example record_size --manifest-path "$ROOT/Cargo.toml" >>"$OUT/results.jsonl"
 
-log "writing docs/BENCHMARKS.md"
-python3 "$ROOT/bench/report.py" "$OUT/results.jsonl" "$ROOT/docs/BENCHMARKS.md"
-log "done: docs/BENCHMARKS.md"
+cp "$OUT/results.jsonl" "$RESULTS/record.jsonl"
+if [ "$WHAT" = all ]; then
+	run_pipeline
+fi
+report

@@ -19,6 +19,8 @@ pub(crate) struct Conn {
     last_sent: Instant,
     /// Send a heartbeat after this long without sending anything.
     heartbeat_every: Duration,
+    /// Encoding buffer, reused for every frame.
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -44,6 +46,7 @@ impl Conn {
             frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
             last_sent: Instant::now(),
             heartbeat_every: DEFAULT_HEARTBEAT,
+            out: Vec::new(),
         };
         conn.send(&Frame::Hello {
             version: VERSION,
@@ -74,9 +77,9 @@ impl Conn {
 
     /// Sends one frame.
     pub(crate) fn send(&mut self, f: &Frame) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        f.encode(&mut buf);
-        self.sock.write_all(&buf)?;
+        self.out.clear();
+        f.encode(&mut self.out);
+        self.sock.write_all(&self.out)?;
         self.last_sent = Instant::now();
         Ok(())
     }
