@@ -102,6 +102,7 @@ impl Pipeline {
                 annotations = s.stats.annotations.load(Ordering::Relaxed),
                 disconnects = s.stats.disconnects.load(Ordering::Relaxed),
                 connected = s.stats.connected.load(Ordering::Relaxed),
+                upstream_lost = s.stats.upstream_lost.load(Ordering::Relaxed),
                 "relay counters"
             );
         }

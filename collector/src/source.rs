@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use blkkin::annotation::Annotation;
-use blkkin::relay_client::RelayReader;
-use blkkin::wire::Start;
+use blkkin::relay_client::{Event, RelayReader};
+use blkkin::wire::{Start, StreamKey};
 
 /// Counters of one relay source.
 #[derive(Debug, Default)]
@@ -27,6 +27,10 @@ pub struct SourceStats {
     pub disconnects: AtomicU64,
     /// Whether a subscription is currently live.
     pub connected: AtomicBool,
+    /// Records lost upstream of the relay's readers (ring drops, torn or
+    /// corrupt records, gaps), summed over the relay's streams as the relay
+    /// last reported them.
+    pub upstream_lost: AtomicU64,
 }
 
 /// A thread reading one relay.
@@ -63,6 +67,8 @@ impl RelaySource {
 fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &SourceStats) {
     let mut reader: Option<RelayReader> = None;
     let mut delay = Duration::from_millis(100);
+    // Each stream's cumulative losses; their sum is `upstream_lost`.
+    let mut lost: std::collections::HashMap<StreamKey, u64> = Default::default();
     loop {
         // (Re)connect; the reader keeps what it delivered across reconnects.
         let connected = match reader.as_mut() {
@@ -88,9 +94,27 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
         delay = Duration::from_millis(100);
         let err = loop {
             let mut batch = Vec::new();
-            let res = r.next_records(|s, rec| {
-                batch.push(Annotation::from_record(rec, &s.ring, Some(&s.calibration)));
+            let mut lost_changed = false;
+            let res = r.next_events(|e| match e {
+                Event::Record(s, rec) => {
+                    batch.push(Annotation::from_record(rec, &s.ring, Some(&s.calibration)));
+                }
+                Event::Counters(s) => {
+                    let n = s.counters.lost();
+                    if lost.insert(s.key.clone(), n) != Some(n) {
+                        lost_changed = true;
+                        if n > 0 {
+                            tracing::warn!(relay = addr, node = %s.key.node, pid = s.key.pid,
+                                cpu = s.key.cpu, lost = n, "records lost upstream of the relay");
+                        }
+                    }
+                }
             });
+            if lost_changed {
+                stats
+                    .upstream_lost
+                    .store(lost.values().sum(), Ordering::Relaxed);
+            }
             if !batch.is_empty() {
                 stats
                     .annotations
