@@ -50,7 +50,6 @@ fn demo_runs_the_pipeline_and_summarises_every_trace() {
         stdout.contains("/api/v2/traces?serviceName=client"),
         "{stdout}"
     );
-    // Everything was drained and the store is on disk.
-    assert!(std::fs::read_dir(rings.path()).unwrap().next().is_none());
+    // The store is on disk, where --data-dir says.
     assert!(state.path().join("spans.db").exists());
 }

@@ -284,6 +284,26 @@ fn ring_overflow_losses_are_shown_by_status_and_tail() {
     );
     assert!(lost > 0, "64K rings cannot hold 18000 annotations");
 
+    // The collector reading this relay keeps the same losses.
+    let log = node.tmp.path().join("collector.log");
+    let collector = common::collector::Collector::start(
+        &[relay],
+        &["--jsonl", "/dev/null", "--stats-interval", "0.2"],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::collector::counter(&collector.log(), "relay counters", "upstream_lost")
+        != Some(lost)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "collector did not report upstream_lost={lost}: {}",
+            collector.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    collector.stop();
+
     // tail --json: one counters object per stream with a loss, as counted.
     let mut tail = start_tail(relay, None);
     let out = TailOutput::collect(&mut tail);
