@@ -25,9 +25,21 @@ fn zombie_leader_with_a_live_thread_counts_as_alive() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    // The leader is a zombie now (its main returned via pthread_exit).
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-    assert_eq!(blkkin::process::parse_state(&stat), Some('Z'), "{stat}");
+    // The leader becomes a zombie once its main has called pthread_exit
+    // (which may come after the worker's "ready" on a busy machine).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let state = blkkin::process::parse_state(&stat);
+        if state == Some('Z') {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader never became a zombie: {stat}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let path = file::list_rings(&rings).unwrap().remove(0);
     let mut reader = RingReader::open(&path, ReadMode::Peek).unwrap();
     assert!(

@@ -1,9 +1,15 @@
 //! The consumer's connection to its relay: the Hello/Welcome exchange,
 //! sending frames (remembering when, for heartbeats) and reading the
 //! relay's answers without blocking the drain loop.
+//!
+//! After the handshake a small thread reads the relay's answers (blocking)
+//! and hands them over a channel: the drain loop only looks at the channel,
+//! so it never waits on the socket (a read timeout of 1 ms was rounded up by
+//! the kernel and stalled every round of a busy drain).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +27,9 @@ pub(crate) struct Conn {
     heartbeat_every: Duration,
     /// Encoding buffer, reused for every frame.
     out: Vec<u8>,
+    /// Frames read by the reader thread (started after the handshake); an
+    /// `Err` ends the stream.
+    answers: Option<Receiver<anyhow::Result<Frame>>>,
 }
 
 impl Conn {
@@ -47,13 +56,14 @@ impl Conn {
             last_sent: Instant::now(),
             heartbeat_every: DEFAULT_HEARTBEAT,
             out: Vec::new(),
+            answers: None,
         };
         conn.send(&Frame::Hello {
             version: VERSION,
             role: Role::Consumer,
             name: node.to_string(),
         })?;
-        conn.sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let idle_ms = match conn.read_frame()? {
             Some(Frame::Welcome {
                 version,
@@ -71,7 +81,21 @@ impl Conn {
         } else {
             Duration::from_millis(u64::from(idle_ms) / 3)
         });
-        conn.sock.set_read_timeout(Some(Duration::from_millis(1)))?;
+        conn.sock.set_read_timeout(None)?;
+        let mut sock = conn.sock.try_clone().context("cloning the socket")?;
+        let mut frames = std::mem::replace(&mut conn.frames, FrameBuffer::new(DEFAULT_MAX_FRAME));
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("relay-answers".into())
+            .spawn(move || loop {
+                let r = read_one(&mut sock, &mut frames);
+                let end = r.is_err();
+                if tx.send(r).is_err() || end {
+                    return;
+                }
+            })
+            .context("starting the answer reader thread")?;
+        conn.answers = Some(rx);
         Ok(conn)
     }
 
@@ -93,23 +117,54 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads one frame if one is (or becomes, within the socket's read
-    /// timeout) available. `Ok(None)`: nothing yet.
+    /// The next answer of the relay if one has arrived (never waits).
+    /// `Ok(None)`: nothing yet.
     pub(crate) fn read_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-        loop {
-            if let Some(f) = self.frames.next_frame()? {
-                return Ok(Some(f));
-            }
-            let mut buf = [0u8; 64 * 1024];
-            match self.sock.read(&mut buf) {
-                Ok(0) => anyhow::bail!("the relay closed the connection"),
-                Ok(n) => self.frames.extend(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Ok(None)
+        match &self.answers {
+            Some(rx) => match rx.try_recv() {
+                Ok(r) => r.map(Some),
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => anyhow::bail!("the answer reader stopped"),
+            },
+            // During the handshake: wait (up to the socket's read timeout).
+            None => match read_one(&mut self.sock, &mut self.frames) {
+                Ok(f) => Ok(Some(f)),
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    }) =>
+                {
+                    anyhow::bail!("no answer from the relay within {:?}", HANDSHAKE_TIMEOUT)
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Wakes the reader thread, which then ends.
+        self.sock.shutdown(Shutdown::Both).ok();
+    }
+}
+
+/// How long the handshake may wait for the relay's Welcome.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads from `sock` until `frames` holds a whole frame (blocking, up to the
+/// socket's read timeout).
+fn read_one(sock: &mut TcpStream, frames: &mut FrameBuffer) -> anyhow::Result<Frame> {
+    loop {
+        if let Some(f) = frames.next_frame()? {
+            return Ok(f);
+        }
+        let mut buf = [0u8; 16 * 1024];
+        match sock.read(&mut buf) {
+            Ok(0) => anyhow::bail!("the relay closed the connection"),
+            Ok(n) => frames.extend(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! [`INDEX_EVERY`]th entry) lets readers seek to a position.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,8 +30,10 @@ use serde_json::json;
 
 use crate::config::{FsyncPolicy, StoreConfig};
 use recover::{load_meta, recover_segment};
+use segfile::SegmentFile;
 
 mod recover;
+mod segfile;
 
 /// Bytes of an entry header.
 pub const ENTRY_HEADER: usize = 16;
@@ -119,7 +121,7 @@ impl Meta {
 
 struct Inner {
     segments: Vec<Segment>,
-    active: Option<File>,
+    active: Option<SegmentFile>,
     next: u64,
     meta: Meta,
 }
@@ -381,14 +383,12 @@ impl Stream {
         }
         let seg = g.segments.last_mut().expect("a segment");
         if g.active.is_none() {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&seg.path)
+            let f = SegmentFile::open(&seg.path, false, seg.len)
                 .with_context(|| format!("opening {}", seg.path.display()))?;
             g.active = Some(f);
         }
         let f = g.active.as_mut().expect("active segment");
-        f.write_all(buf)
+        f.append(buf)
             .with_context(|| format!("writing {}", seg.path.display()))?;
         if self.cfg.fsync == FsyncPolicy::Always {
             f.sync_data()?;
@@ -406,11 +406,7 @@ impl Stream {
             }
         }
         let path = self.dir.join(seg_name(base));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
+        let f = SegmentFile::open(&path, true, 0)
             .with_context(|| format!("creating {}", path.display()))?;
         if self.cfg.fsync == FsyncPolicy::Always {
             sync_dir(&self.dir)?;

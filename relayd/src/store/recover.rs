@@ -3,6 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -74,6 +75,16 @@ pub(super) fn recover_segment(
         off += (ENTRY_HEADER + n) as u64;
     };
     drop(r);
+    let mut why = why;
+    if why.is_some() && file_len - off < super::segfile::BLOCK as u64 {
+        let mut rest = vec![0u8; (file_len - off) as usize];
+        f.read_exact_at(&mut rest, off)?;
+        if super::segfile::is_padding(&rest) {
+            // The zero padding of the last direct write: cut quietly.
+            why = None;
+            f.set_len(off)?;
+        }
+    }
     if let Some(why) = why {
         tracing::warn!(
             segment = %path.display(),

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testutil::{record_at, records};
+use std::fs::OpenOptions;
 
 fn key(cpu: u32) -> StreamKey {
     StreamKey {
@@ -99,8 +100,18 @@ fn torn_tail_is_truncated_to_the_valid_prefix() {
     let s = store.open_stream(&key(0), cal()).unwrap();
     s.append(0, &records(0, 40)).unwrap();
     let seg = s.lock().segments[0].path.clone();
-    let valid = fs::metadata(&seg).unwrap().len();
+    // Valid bytes (a direct write leaves zero padding after them, which
+    // the next open cuts).
+    let valid = s.lock().segments[0].len;
     drop((s, store));
+    let store = Store::open(cfg(dir.path())).unwrap();
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        valid,
+        "padding cut on open"
+    );
+    assert_eq!(read_all(&store.get(&key(0)).unwrap(), 0), expect(0, 40));
+    drop(store);
 
     // Cases: garbage, a header promising more than is there, a half entry
     // with a bad checksum.
