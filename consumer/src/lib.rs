@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
 use blkkin::ring::{Calibration, Cursor};
 use blkkin::ringset::{Release, RingId, RingSet, RingSetOptions};
@@ -92,6 +93,32 @@ pub struct Stats {
     pub resent: u64,
     /// Times draining paused because the unacknowledged buffer was full.
     pub buffer_full: u64,
+}
+
+/// Most record bytes sent in one `Records` frame (the relay's default frame
+/// limit is 4 MiB; a record is at most 64 KiB).
+const FRAME_CHUNK: usize = 1 << 20;
+
+/// Splits back-to-back ring records (as drained: well framed) into runs of
+/// at most `max` bytes (or one record, if larger), each with the number of
+/// records before it.
+fn record_chunks(bytes: &[u8], max: usize) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut at = 0;
+    let mut before = 0u64;
+    std::iter::from_fn(move || {
+        let start = at;
+        let first = before;
+        while at + 8 <= bytes.len() {
+            let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            let len = CommitWord::decode(w).len as usize;
+            if len == 0 || at + len > bytes.len() || (at > start && at + len - start > max) {
+                break;
+            }
+            at += len;
+            before += 1;
+        }
+        (at > start).then(|| (first, &bytes[start..at]))
+    })
 }
 
 struct Batch {
@@ -405,16 +432,30 @@ impl Consumer {
                 s.sent_calibration = Some(s.calibration);
             }
             for b in s.unacked.iter_mut().filter(|b| !b.sent) {
-                // The batch's bytes are lent to the frame, not copied.
-                let frame = Frame::Records {
-                    handle: s.handle,
-                    first: b.first,
-                    records: std::mem::take(&mut b.bytes),
+                result = if b.bytes.len() <= FRAME_CHUNK {
+                    // The batch's bytes are lent to the frame, not copied.
+                    let frame = Frame::Records {
+                        handle: s.handle,
+                        first: b.first,
+                        records: std::mem::take(&mut b.bytes),
+                    };
+                    let r = conn.send(&frame);
+                    if let Frame::Records { records, .. } = frame {
+                        b.bytes = records;
+                    }
+                    r
+                } else {
+                    // A poll can add up to a ring's batch limit of records of
+                    // up to the ring's record limit: more than one frame may
+                    // carry. Sent as several frames (copied: rare).
+                    record_chunks(&b.bytes, FRAME_CHUNK).try_for_each(|(before, chunk)| {
+                        conn.send(&Frame::Records {
+                            handle: s.handle,
+                            first: b.first + before,
+                            records: chunk.to_vec(),
+                        })
+                    })
                 };
-                result = conn.send(&frame);
-                if let Frame::Records { records, .. } = frame {
-                    b.bytes = records;
-                }
                 if result.is_err() {
                     break 'streams;
                 }
@@ -557,4 +598,34 @@ fn send_counters(conn: &mut Conn, s: &mut Stream) -> std::io::Result<()> {
     })?;
     s.sent_counters = Some(s.counters);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fake records: a word with the length where a commit word has it, then filler.
+    fn recs(lens: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let at = out.len();
+            out.resize(at + len, i as u8);
+            let w = (len as u64) << 8; // the length field of a commit word
+            out[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_keep_records_whole_and_count_them() {
+        let bytes = recs(&[64, 64, 128, 4096, 64, 64]);
+        let got: Vec<(u64, usize)> = record_chunks(&bytes, 200)
+            .map(|(before, c)| (before, c.len()))
+            .collect();
+        // 64+64 fits, +128 would not; a record larger than the limit goes alone.
+        assert_eq!(got, [(0, 128), (2, 128), (3, 4096), (4, 128)]);
+        let total: usize = got.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, bytes.len());
+        assert_eq!(record_chunks(&[], 200).count(), 0);
+    }
 }

@@ -20,6 +20,10 @@ use blkkin_consumerd::{Config, Consumer};
 
 /// A ring file of a writer identity (our pid; `alive` picks our real start time).
 fn ring(dir: &Path, alive: bool, cpu: u32) -> RingWriter {
+    ring_sized(dir, alive, cpu, 64 * 1024)
+}
+
+fn ring_sized(dir: &Path, alive: bool, cpu: u32, data_size: u32) -> RingWriter {
     let pid = std::process::id();
     let start = blkkin::process::start_time(pid).unwrap() + u64::from(!alive);
     let info = RingInfo {
@@ -28,13 +32,13 @@ fn ring(dir: &Path, alive: bool, cpu: u32) -> RingWriter {
         start_time: start,
         cpu,
         flags: 0,
-        data_size: 64 * 1024,
+        data_size,
         max_record: 4096,
         created_ns: 0,
         boot_id: blkkin::process::boot_id(),
     };
     let geo = RingGeometry {
-        data_size: 64 * 1024,
+        data_size,
         max_record: 4096,
         overwrite: false,
     };
@@ -50,6 +54,10 @@ fn ring(dir: &Path, alive: bool, cpu: u32) -> RingWriter {
 }
 
 fn put(w: &RingWriter, i: i64) -> bool {
+    put_with(w, i, b"op", b"127.0.0.1")
+}
+
+fn put_with(w: &RingWriter, i: i64, name: &[u8], ip: &[u8]) -> bool {
     w.write(
         ClockSource::Realtime,
         &RecordIn {
@@ -59,10 +67,10 @@ fn put(w: &RingWriter, i: i64) -> bool {
             port: 1,
             flags: 0,
             kind: Kind::Integer,
-            service: b"svc",
-            name: b"op",
-            ip: b"127.0.0.1",
-            key: b"i",
+            service: name,
+            name,
+            ip,
+            key: name,
             value: Value::Int(i),
         },
     )
@@ -104,6 +112,10 @@ fn serve(sock: TcpStream, seen: &mut Seen, ack: bool, max_batches: Option<usize>
                     first,
                     records,
                 } => {
+                    assert!(
+                        records.len() <= 1 << 20,
+                        "the consumer sends at most 1 MiB per frame"
+                    );
                     let stream = seen.entry(handles[&handle]).or_default();
                     let mut at = 0;
                     let mut pos = first;
@@ -190,6 +202,38 @@ fn every_record_arrives_once_and_space_is_freed_on_ack() {
             "consecutive positions"
         );
     }
+}
+
+#[test]
+fn large_records_are_split_into_frames_the_relay_accepts() {
+    // 8000 records of ~1 KiB (four 250-byte strings) in one ring: one poll
+    // drains 4096 of them, ~4.3 MB for one stream, over the relay's 4 MiB
+    // frame limit.
+    let d = tempfile::tempdir().unwrap();
+    let w = ring_sized(d.path(), false, 0, 16 << 20);
+    let long = vec![b'n'; 250];
+    for i in 0..8000 {
+        assert!(put_with(&w, i, &long, &long));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Seen::new();
+        let (sock, _) = listener.accept().unwrap();
+        serve(sock, &mut seen, true, None); // panics on a frame over the limit
+        tx.send(seen).unwrap();
+    });
+    let mut c = Consumer::new(Config::new(d.path().to_owned(), addr));
+    run_until(&mut c, |c| c.stats().acked == 8000);
+    drop(c);
+    let seen = rx.recv().unwrap();
+    let s = seen.values().next().unwrap();
+    assert_eq!(s.len(), 8000);
+    assert!(
+        s.iter().all(|(p, v)| *p as i64 == *v),
+        "positions match values"
+    );
 }
 
 #[test]
