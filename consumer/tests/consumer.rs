@@ -150,6 +150,21 @@ fn serve(sock: TcpStream, seen: &mut Seen, ack: bool, max_batches: Option<usize>
     }
 }
 
+/// A scripted relay acknowledging everything on one connection; reports
+/// what it saw when the connection closes.
+fn acking_relay() -> (String, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Seen::new();
+        let (sock, _) = listener.accept().unwrap();
+        serve(sock, &mut seen, true, None);
+        tx.send(seen).unwrap();
+    });
+    (addr, rx)
+}
+
 fn run_until(consumer: &mut Consumer, mut done: impl FnMut(&Consumer) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done(consumer) {
@@ -168,15 +183,7 @@ fn every_record_arrives_once_and_space_is_freed_on_ack() {
     let d = tempfile::tempdir().unwrap();
     let w0 = ring(d.path(), true, 0);
     let w1 = ring(d.path(), true, 1);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = Seen::new();
-        let (sock, _) = listener.accept().unwrap();
-        serve(sock, &mut seen, true, None);
-        tx.send(seen).unwrap();
-    });
+    let (addr, rx) = acking_relay();
     let mut c = Consumer::new(Config::new(d.path().to_owned(), addr));
     // More records than one ring holds: only acknowledgements free space.
     let mut written = 0i64;
@@ -215,15 +222,7 @@ fn large_records_are_split_into_frames_the_relay_accepts() {
     for i in 0..8000 {
         assert!(put_with(&w, i, &long, &long));
     }
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = Seen::new();
-        let (sock, _) = listener.accept().unwrap();
-        serve(sock, &mut seen, true, None); // panics on a frame over the limit
-        tx.send(seen).unwrap();
-    });
+    let (addr, rx) = acking_relay(); // panics on a frame over the limit
     let mut c = Consumer::new(Config::new(d.path().to_owned(), addr));
     run_until(&mut c, |c| c.stats().acked == 8000);
     drop(c);
