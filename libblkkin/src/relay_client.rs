@@ -230,6 +230,19 @@ impl RelayReader {
                         },
                     );
                 }
+                Frame::Calibrate {
+                    handle,
+                    calibration,
+                } => {
+                    // Applies to the records that follow (they are converted
+                    // with the stream's newest calibration).
+                    let s = self.streams.get_mut(&handle).ok_or_else(|| {
+                        ReaderError::Protocol(format!(
+                            "calibration for unannounced stream {handle}"
+                        ))
+                    })?;
+                    s.calibration = calibration;
+                }
                 Frame::StreamCounters { handle, counters } => {
                     let s = self.streams.get_mut(&handle).ok_or_else(|| {
                         ReaderError::Protocol(format!("counters for unannounced stream {handle}"))

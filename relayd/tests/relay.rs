@@ -67,6 +67,64 @@ async fn reader_gets_every_record_exactly_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_are_sent_calibration_updates_before_later_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path()).await;
+    let a = key("n1", 0);
+    let mut cons = Client::hello(relay.addr, Role::Consumer).await;
+    cons.open(1, &a).await;
+    cons.push(1, 0, 10).await;
+    let mut rd = Client::hello(relay.addr, Role::Reader).await;
+    rd.subscribe_all(Start::Oldest).await;
+    let mut got = Received::default();
+    read_until(&mut rd, &mut got, |g| g.positions(&a).len() == 10).await;
+    assert!(
+        got.calibrations.is_empty(),
+        "Announce carried the calibration"
+    );
+    // The library's reader too: it converts later records with the update.
+    let addr = relay.addr.to_string();
+    let (seen_first, first_seen) = std::sync::mpsc::channel();
+    let lib_reader = tokio::task::spawn_blocking(move || {
+        let mut r = blkkin::relay_client::RelayReader::connect(&addr, "t").unwrap();
+        r.subscribe(None, Start::Oldest).unwrap();
+        let mut cals = Vec::new();
+        while cals.len() < 20 {
+            r.next_records(|s, rec| cals.push((rec.position, s.calibration)))
+                .unwrap();
+            if cals.len() == 10 {
+                seen_first.send(()).unwrap();
+            }
+        }
+        cals
+    });
+    tokio::task::spawn_blocking(move || first_seen.recv().unwrap())
+        .await
+        .unwrap();
+
+    let mut newer = cal();
+    newer.raw1 += 1_000_000;
+    newer.ns1 += 999_000;
+    cons.send(&Frame::Calibrate {
+        handle: 1,
+        calibration: newer,
+    })
+    .await;
+    cons.push(1, 10, 20).await;
+    read_until(&mut rd, &mut got, |g| g.positions(&a).len() == 20).await;
+    let h = got.handle_of(&a).unwrap();
+    assert_eq!(got.calibrations.len(), 1, "{:?}", got.calibrations);
+    let (handle, c, before) = got.calibrations[0];
+    assert_eq!((handle, c), (h, newer));
+    assert!(before <= 10, "sent before the records that follow it");
+    let cals = lib_reader.await.unwrap();
+    for (pos, c) in cals {
+        assert_eq!(c, if pos < 10 { cal() } else { newer }, "record {pos}");
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_resumes_at_a_position_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path()).await;

@@ -1,9 +1,10 @@
 //! A reader's connection: `List`, `Status`, and `Subscribe` followed by
-//! `Announce`, `StreamCounters` and `Records` pushed from the store at the
-//! reader's own pace.
+//! `Announce`, `StreamCounters`, `Calibrate` and `Records` pushed from the
+//! store at the reader's own pace.
 
 use std::sync::Arc;
 
+use blkkin::ring::header::Calibration;
 use blkkin::wire::{self, Frame, Start, StreamCounters, StreamKey};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
@@ -22,6 +23,8 @@ struct Sub {
     cursor: u64,
     /// Loss counters last sent.
     counters: StreamCounters,
+    /// Clock calibration last sent.
+    calibration: Calibration,
 }
 
 /// A `Subscribe` that also covers streams created later.
@@ -71,10 +74,20 @@ pub(super) async fn serve(
                 }
             }
         }
-        // Loss counters that changed since last sent.
+        // Loss counters and clock calibrations that changed since last sent
+        // (writers refine their calibration as they run: a long-lived reader
+        // would otherwise drift from the wall clock).
         let mut changed = Vec::new();
         for sub in &mut subs {
-            let counters = sub.stream.meta().counters();
+            let meta = sub.stream.meta();
+            if meta.calibration != sub.calibration {
+                sub.calibration = meta.calibration;
+                changed.push(Frame::Calibrate {
+                    handle: sub.handle,
+                    calibration: meta.calibration,
+                });
+            }
+            let counters = meta.counters();
             if counters != sub.counters {
                 sub.counters = counters;
                 changed.push(Frame::StreamCounters {
@@ -165,6 +178,7 @@ async fn announce(
         handle,
         stream,
         counters,
+        calibration: meta.calibration,
         cursor,
     });
     Ok(())

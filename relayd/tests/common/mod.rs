@@ -198,6 +198,8 @@ pub struct Received {
     pub records: Vec<(u32, u64, Vec<u8>)>,
     /// Every StreamCounters frame, in arrival order.
     pub counters: Vec<(u32, StreamCounters)>,
+    /// Every Calibrate frame, with the number of records received before it.
+    pub calibrations: Vec<(u32, Calibration, usize)>,
 }
 
 impl Received {
@@ -251,6 +253,14 @@ pub async fn read_until(c: &mut Client, got: &mut Received, done: impl Fn(&Recei
             Some(Frame::StreamCounters { handle, counters }) => {
                 assert!(got.streams.iter().any(|s| s.0 == handle), "announced first");
                 got.counters.push((handle, counters));
+            }
+            Some(Frame::Calibrate {
+                handle,
+                calibration,
+            }) => {
+                assert!(got.streams.iter().any(|s| s.0 == handle), "announced first");
+                got.calibrations
+                    .push((handle, calibration, got.records.len()));
             }
             other => panic!("unexpected frame {other:?}"),
         }
