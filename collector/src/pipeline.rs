@@ -67,7 +67,7 @@ impl Pipeline {
     pub fn run(mut self, rx: Receiver<SourceBatch>, stop: &AtomicBool) {
         let mut out: Vec<Span> = Vec::new();
         let mut next_stats = Instant::now() + self.stats_interval;
-        let mut next_cut = Instant::now() + self.cut_interval();
+        let mut next_cut = self.next_cut();
         let mut pending: Option<Cut> = None;
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(Duration::from_millis(20)) {
@@ -89,9 +89,10 @@ impl Pipeline {
             self.dispatch(&mut out, stop);
             // Between two batches: a consistent cut.
             if self.checkpoints.is_some() {
-                if pending.is_none() && (Instant::now() >= next_cut || self.roll_wanted()) {
+                let due = next_cut.is_some_and(|t| Instant::now() >= t) || self.roll_wanted();
+                if pending.is_none() && due {
                     pending = self.cut(stop);
-                    next_cut = Instant::now() + self.cut_interval();
+                    next_cut = self.next_cut();
                 }
                 if pending.as_ref().is_some_and(|c| self.acknowledged(c)) {
                     self.save(pending.take().expect("checked"));
@@ -125,12 +126,9 @@ impl Pipeline {
         self.log_assembler("collector totals");
     }
 
-    /// The time between cuts: with a commit-durable sink (the archive),
-    /// each cut is a commit and cuts follow its roll interval.
-    fn cut_interval(&self) -> Duration {
-        self.checkpoints
-            .as_ref()
-            .map_or(Duration::MAX, |c| c.interval)
+    /// When the next cut is due (`None`: never, checkpoints are off).
+    fn next_cut(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.checkpoints.as_ref()?.interval)
     }
 
     fn roll_wanted(&self) -> bool {
