@@ -5,16 +5,22 @@
 //! its last checkpoint was cut (it does not read the relay from the oldest
 //! record again), and the archive it writes holds every span exactly once,
 //! checked against a second collector reading the same relay into JSON
-//! lines.
+//! lines — in a local directory, and on a real HDFS (scripts/hdfs.sh) whose
+//! NameNode also restarts mid-stream (that test fails when HDFS cannot
+//! start, unless BLKKIN_SKIP_HDFS=1 is set).
 
 mod common;
+#[path = "../collector/tests/hdfs_support/mod.rs"]
+mod hdfs_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use blkkin_collector::archive::{encode, layout, ArchiveFs, FileEntry, LocalFs};
+use blkkin_collector::archive::{
+    encode, layout, ArchiveError, ArchiveFs, FileEntry, HdfsConfig, HdfsFs, LocalFs,
+};
 use common::collector::{counter, Collector, NodeStack};
 use serde_json::Value;
 
@@ -97,19 +103,19 @@ fn key(s: &Value) -> Key {
 }
 
 /// Every span line of the visible files of an archive.
-fn archived<F: ArchiveFs>(fs: &F) -> Vec<Value> {
+fn archived<F: ArchiveFs>(fs: &F) -> Result<Vec<Value>, ArchiveError> {
     let mut out = Vec::new();
-    for FileEntry { path, .. } in fs.list_files("").unwrap() {
+    for FileEntry { path, .. } in fs.list_files("")? {
         if !layout::is_visible(&path) {
             continue;
         }
         let c = layout::compression_of(&path).unwrap();
-        let text = encode::decode(c, &fs.read(&path).unwrap()).unwrap();
+        let text = encode::decode(c, &fs.read(&path)?)?;
         for l in String::from_utf8(text).unwrap().lines() {
             out.push(serde_json::from_str(l).unwrap());
         }
     }
-    out
+    Ok(out)
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {
@@ -313,10 +319,48 @@ fn archive_holds_every_span_once_across_a_collector_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("archive");
     let fs = LocalFs::new(&root).unwrap();
-    let (got, want, log) =
-        archive_across_a_kill(root.to_str().unwrap(), 300, || archived(&fs), || {});
+    let (got, want, log) = archive_across_a_kill(
+        root.to_str().unwrap(),
+        300,
+        || archived(&fs).unwrap(),
+        || {},
+    );
     assert_eq!(traces(&want), 300);
     assert_eq!(want.len(), 300 * 7, "{log}");
     assert_exactly_once(&want, &got, &log);
     assert!(log.contains("resuming from checkpoint"), "{log}");
+    // The restart did hit the collector: its writer failed and was reopened.
+    assert!(log.contains("archive reopened"), "{log}");
+}
+
+#[test]
+fn hdfs_archive_holds_every_span_once_across_a_collector_kill_and_a_namenode_restart() {
+    if std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1") {
+        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING the real-HDFS checkpoint test");
+        return;
+    }
+    let mut hdfs = hdfs_support::Hdfs::start();
+    let root = "/blkkin/ckpt";
+    let config = HdfsConfig {
+        namenode_url: hdfs.url(),
+        root: root.into(),
+        user: Some("blkkin".into()),
+    };
+    // While the NameNode restarts, reading fails: nothing read yet.
+    let read = || {
+        HdfsFs::connect(config.clone())
+            .and_then(|fs| archived(&fs))
+            .unwrap_or_default()
+    };
+    let url = format!("{}{root}", hdfs.url());
+    let (got, want, log) = archive_across_a_kill(&url, 300, read, || {
+        std::thread::sleep(Duration::from_millis(500));
+        hdfs.restart_namenode();
+    });
+    assert_eq!(traces(&want), 300);
+    assert_eq!(want.len(), 300 * 7, "{log}");
+    assert_exactly_once(&want, &got, &log);
+    assert!(log.contains("resuming from checkpoint"), "{log}");
+    // The restart did hit the collector: its writer failed and was reopened.
+    assert!(log.contains("archive reopened"), "{log}");
 }
