@@ -220,6 +220,20 @@ fn a_killed_collector_resumes_from_its_checkpoint_not_from_the_oldest_record() {
         counter(&second.log(), "relay counters", "annotations") >= Some(total2 - total1)
     });
     std::thread::sleep(Duration::from_millis(500));
+    // The store holds both runs' traces, complete.
+    let log = second.log();
+    let api = log
+        .split("Zipkin API of the embedded store on ")
+        .nth(1)
+        .and_then(|r| r.split("/api/").next())
+        .expect("the store's address in the log")
+        .to_string();
+    let url = format!("{api}/api/v2/traces?limit=100000&lookback=86400000");
+    let body = ureq::get(&url).call().unwrap().into_string().unwrap();
+    let stored: Value = serde_json::from_str(&body).unwrap();
+    let stored = stored.as_array().unwrap();
+    assert_eq!(stored.len(), 120, "traces in the store");
+    assert!(stored.iter().all(|t| t.as_array().unwrap().len() == 7));
     let log2 = second.stop();
     assert!(log2.contains("resuming from checkpoint"), "{log2}");
     // Exactly the records after the checkpoint were read again: none of
@@ -329,8 +343,6 @@ fn archive_holds_every_span_once_across_a_collector_kill() {
     assert_eq!(want.len(), 300 * 7, "{log}");
     assert_exactly_once(&want, &got, &log);
     assert!(log.contains("resuming from checkpoint"), "{log}");
-    // The restart did hit the collector: its writer failed and was reopened.
-    assert!(log.contains("archive reopened"), "{log}");
 }
 
 #[test]
