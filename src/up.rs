@@ -29,7 +29,7 @@ pub struct StackArgs {
     #[arg(long)]
     pub no_store: bool,
     /// The collector's sinks and settings; --store defaults to
-    /// DATA_DIR/spans.db.
+    /// DATA_DIR/spans.db and --state-dir (checkpoints) to DATA_DIR/collector.
     #[command(flatten)]
     pub collector: blkkin_collector::service::CollectorArgs,
 }
@@ -90,6 +90,9 @@ impl Stack {
         let mut cargs = args.collector.clone();
         if cargs.store.is_none() && !args.no_store {
             cargs.store = Some(data_dir.join("spans.db"));
+        }
+        if cargs.state_dir.is_none() {
+            cargs.state_dir = Some(data_dir.join("collector"));
         }
         let collector = blkkin_collector::service::Collector::start(
             &[relay_addr.to_string()],

@@ -443,6 +443,165 @@ impl SpanAssembler {
     }
 }
 
+// ---------------------------------------------------------------------
+// Snapshot and restore (collector checkpoints, docs/ARCHITECTURE.md
+// "Checkpoints"): the open spans as plain data, with times relative to the
+// moment of the snapshot, so a restarted collector carries on assembling
+// exactly where the checkpoint was cut.
+
+/// The open spans of a [`SpanAssembler`], serialisable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AssemblerSnapshot {
+    /// Spans, least recently active first.
+    pub spans: Vec<SpanSnapshot>,
+}
+
+/// One open span of an [`AssemblerSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpanSnapshot {
+    /// Trace id.
+    pub trace_id: u64,
+    /// Span id.
+    pub span_id: u64,
+    /// Milliseconds since its last annotation, at the snapshot.
+    pub idle_ms: u64,
+    /// Its sides.
+    pub sides: Vec<SideSnapshot>,
+}
+
+/// One side of a [`SpanSnapshot`] (the fields of the assembler's side).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SideSnapshot {
+    /// Service name as recorded.
+    pub service: String,
+    /// IP text as recorded.
+    pub ip: Option<String>,
+    /// Port.
+    pub port: u16,
+    /// Lower-cased span name.
+    pub name: String,
+    /// Core and generic events seen (bit set).
+    pub seen: u8,
+    /// Parent span id.
+    pub parent_id: Option<String>,
+    /// Debug flag.
+    pub debug: bool,
+    /// (epoch µs, value) in arrival order.
+    pub events: Vec<(u64, String)>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Tags whose value is an integer.
+    pub integer_tags: BTreeSet<String>,
+    /// Earliest timestamp.
+    pub first_ts: u64,
+    /// Has annotations not emitted yet.
+    pub pending: bool,
+    /// Was emitted at least once.
+    pub emitted: bool,
+    /// Milliseconds left of its linger, when closed and waiting.
+    pub ready_in_ms: Option<u64>,
+}
+
+impl SpanAssembler {
+    /// The open spans at `now` (see [`SpanAssembler::restore`]).
+    pub fn snapshot(&self, now: Instant) -> AssemblerSnapshot {
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        let spans = self
+            .activity
+            .values()
+            .filter_map(|key| self.open.get(key).map(|span| (key, span)))
+            .map(|(key, span)| SpanSnapshot {
+                trace_id: key.0,
+                span_id: key.1,
+                idle_ms: ms(now.saturating_duration_since(span.last_activity)),
+                sides: span
+                    .sides
+                    .iter()
+                    .map(|side| SideSnapshot {
+                        service: side.service.clone(),
+                        ip: side.ip.clone(),
+                        port: side.port,
+                        name: side.name.clone(),
+                        seen: side.seen,
+                        parent_id: side.parent_id.clone(),
+                        debug: side.debug,
+                        events: side.events.clone(),
+                        tags: side.tags.clone(),
+                        integer_tags: side.integer_tags.clone(),
+                        first_ts: side.first_ts,
+                        pending: side.pending,
+                        emitted: side.emitted,
+                        ready_in_ms: side.ready_at.map(|r| ms(r.saturating_duration_since(now))),
+                    })
+                    .collect(),
+            })
+            .collect();
+        AssemblerSnapshot { spans }
+    }
+
+    /// An assembler holding the spans of `snapshot`, their idle times and
+    /// lingers carried on from `now`. Spans beyond `max_open` are not
+    /// restored (they would have been evicted); their count is returned.
+    pub fn restore(
+        config: AssemblerConfig,
+        snapshot: AssemblerSnapshot,
+        now: Instant,
+    ) -> (SpanAssembler, usize) {
+        let mut asm = SpanAssembler::new(config);
+        let skip = snapshot.spans.len().saturating_sub(asm.config.max_open);
+        let mut ready = Vec::new();
+        for span in snapshot.spans.into_iter().skip(skip) {
+            let key = (span.trace_id, span.span_id);
+            let last_activity = now
+                .checked_sub(Duration::from_millis(span.idle_ms))
+                .unwrap_or(now);
+            let sides = span
+                .sides
+                .into_iter()
+                .map(|s| {
+                    let ready_at = s.ready_in_ms.map(|ms| now + Duration::from_millis(ms));
+                    if let Some(at) = ready_at {
+                        ready.push((at, key));
+                    }
+                    Side {
+                        endpoint: endpoint(&s.service, s.ip.as_deref(), s.port),
+                        service: s.service,
+                        ip: s.ip,
+                        port: s.port,
+                        name: s.name,
+                        seen: s.seen,
+                        parent_id: s.parent_id,
+                        debug: s.debug,
+                        events: s.events,
+                        tags: s.tags,
+                        integer_tags: s.integer_tags,
+                        first_ts: s.first_ts,
+                        pending: s.pending,
+                        emitted: s.emitted,
+                        ready_at,
+                    }
+                })
+                .collect();
+            let tick = asm.next_tick;
+            asm.next_tick += 1;
+            asm.activity.insert(tick, key);
+            if let Some(old) = asm.open.insert(
+                key,
+                OpenSpan {
+                    sides,
+                    last_activity,
+                    tick,
+                },
+            ) {
+                asm.activity.remove(&old.tick);
+            }
+        }
+        ready.sort();
+        asm.ready = ready.into();
+        (asm, skip)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +654,66 @@ mod tests {
         }
         asm.poll(t0 + Duration::from_millis(100), &mut out);
         out
+    }
+
+    #[test]
+    fn a_restored_snapshot_emits_what_the_original_would_have() {
+        let s = "00000000000000bb";
+        let t0 = Instant::now();
+        // Everything but the client's `cr`: a span still open at the cut.
+        let mut first: Vec<Annotation> = [
+            ("Client", "10.0.0.1", 5000, 1000, "cs"),
+            ("osd", "10.0.0.2", 6800, 1010, "sr"),
+            ("osd", "10.0.0.2", 6800, 1020, "ss"),
+        ]
+        .iter()
+        .map(|(svc, ip, port, ts, ev)| ann(s, svc, ip, *port, *ts, ev))
+        .collect();
+        let size = ann(s, "osd", "10.0.0.2", 6800, 1016, "");
+        first.push(kv(size, "bytes", AnnotationValue::Integer(-4096)));
+        let rest = [ann(s, "Client", "10.0.0.1", 5000, 1030, "cr")];
+        let mut original = SpanAssembler::new(cfg());
+        let mut out = Vec::new();
+        for a in &first {
+            original.add(a, t0, &mut out);
+        }
+        assert!(out.is_empty());
+        let snap = original.snapshot(t0);
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: AssemblerSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        let (mut restored, skipped) = SpanAssembler::restore(cfg(), back, t0);
+        assert_eq!((skipped, restored.open_spans()), (0, 1));
+        let want = run(&mut original, &rest, t0);
+        let got = run(&mut restored, &rest, t0);
+        assert_eq!(want.len(), 2);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn restore_keeps_at_most_max_open_spans_and_the_idle_clock() {
+        let t0 = Instant::now();
+        let mut asm = SpanAssembler::new(cfg());
+        let mut out = Vec::new();
+        for i in 0..5 {
+            let id = format!("{:016x}", 0x100 + i);
+            asm.add(&ann(&id, "c", "10.0.0.1", 1, 1000 + i, "cs"), t0, &mut out);
+        }
+        let later = t0 + Duration::from_secs(4);
+        let snap = asm.snapshot(later);
+        assert!(snap.spans.iter().all(|s| s.idle_ms == 4000));
+        let small = AssemblerConfig {
+            max_open: 3,
+            ..cfg()
+        };
+        let (mut back, skipped) = SpanAssembler::restore(small, snap, later);
+        assert_eq!((skipped, back.open_spans()), (2, 3));
+        // 10 s idle timeout, 4 s already spent: due 6 s after the restore.
+        back.poll(later + Duration::from_millis(5_900), &mut out);
+        assert!(out.is_empty());
+        back.poll(later + Duration::from_secs(6), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(back.open_spans(), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod archive;
 pub mod assemble;
 pub mod cassandra;
+pub mod checkpoint;
 pub mod model;
 pub mod pipeline;
 pub mod service;

@@ -1,6 +1,6 @@
 //! `blkkin-collector`: reads relays live, assembles spans and delivers them
 //! to the embedded store, Zipkin (HTTP v2 JSON, HTTP v1 Thrift, Scribe),
-//! Cassandra and JSON lines.
+//! Cassandra, the span archive (HDFS or a directory) and JSON lines.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -23,8 +23,17 @@ use blkkin_collector::service::{Collector, CollectorArgs};
 /// backoff and, once its queue is full, loses spans that are counted — the
 /// relays are never slowed. SIGINT/SIGTERM emit open spans and flush.
 ///
+/// With --state-dir (or --archive) the collector checkpoints each relay
+/// stream's position and its open spans once the durable sinks (store,
+/// Cassandra, archive) acknowledged everything before the cut; a restart
+/// resumes there instead of re-reading relays from the oldest record, and
+/// durable sinks then slow the relay reads rather than drop. Open spans are
+/// kept in the last checkpoint at SIGINT/SIGTERM instead of being emitted.
+///
 /// Examples: blkkin-collector --relay 127.0.0.1:7420 --store /var/lib/blkkin/spans.db
 ///           blkkin-collector --relay 127.0.0.1:7420 --zipkin-url http://zipkin:9411
+///           blkkin-collector --relay 127.0.0.1:7420 --state-dir /var/lib/blkkin/collector \
+///               --archive hdfs://namenode:8020/blkkin/spans --archive-compression zstd
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {

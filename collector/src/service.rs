@@ -7,20 +7,23 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::ValueEnum;
 
+use crate::archive::{ArchiveConfig, ArchiveLocation};
 use crate::assemble::{AssemblerConfig, SpanAssembler};
 use crate::cassandra::{CassandraConfig, Consistency};
-use crate::pipeline::Pipeline;
+use crate::checkpoint::{Checkpoint, StateDir};
+use crate::pipeline::{Checkpointing, Pipeline};
+use crate::sink::archive::ArchiveSink;
 use crate::sink::cassandra::CassandraSinkAdapter;
 use crate::sink::http::{HttpFormat, ZipkinHttpSink};
 use crate::sink::jsonl::JsonLinesSink;
 use crate::sink::scribe::ScribeSink;
 use crate::sink::store::StoreSink;
-use crate::sink::{SinkConfig, SinkRunner};
+use crate::sink::{Durability, SinkConfig, SinkRunner};
 use crate::source::RelaySource;
 use crate::store::{ServerHandle, Store, StoreConfig, StoreLocation};
 
@@ -127,9 +130,49 @@ pub struct CollectorArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub stats_interval: f64,
 
-    /// Name this collector gives itself when connecting to relays.
+    /// Name this collector gives itself when connecting to relays (and its
+    /// archive writer id: unique per collector).
     #[arg(long, default_value = "blkkin-collector")]
     pub name: String,
+
+    /// Keep checkpoints here: each relay stream's next position and the
+    /// assembler's open spans, written once every durable sink (store,
+    /// Cassandra, archive) acknowledged the spans before them. A restart
+    /// resumes from the last one instead of re-reading relays from the
+    /// oldest record. Without it (and without --archive) nothing is kept.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Seconds between checkpoints (with --state-dir; with --archive a
+    /// checkpoint is an archive commit and follows --archive-roll-interval
+    /// and --archive-roll-size instead).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub checkpoint_interval: f64,
+
+    /// Also archive every span as Zipkin v2 JSON lines partitioned by hour
+    /// (docs/ARCHIVE.md): a local directory or hdfs://host:port/path.
+    /// Exactly once across crashes: each archive commit carries the
+    /// collector's checkpoint.
+    #[arg(long, value_name = "DIR|URL")]
+    pub archive: Option<String>,
+
+    /// Archive file compression: none, gzip, zstd.
+    #[arg(long, default_value = "none", value_name = "KIND")]
+    pub archive_compression: crate::archive::Compression,
+
+    /// Commit the archive (and checkpoint) once this many MiB of JSON are
+    /// buffered.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub archive_roll_size: u64,
+
+    /// Commit the archive (and checkpoint) at least every this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub archive_roll_interval: f64,
+
+    /// HDFS user of an hdfs:// archive (default: $HADOOP_USER_NAME or the
+    /// login name).
+    #[arg(long, value_name = "USER")]
+    pub archive_user: Option<String>,
 }
 
 fn parse_consistency(s: &str) -> Result<Consistency, String> {
@@ -199,10 +242,11 @@ impl Collector {
             let handle = rt
                 .block_on(crate::store::serve(args.listen, s.clone()))
                 .with_context(|| format!("serving the Zipkin API on {}", args.listen))?;
-            sinks.push(SinkRunner::start(
+            sinks.push(SinkRunner::start_durable(
                 &format!("store {}", path.display()),
                 StoreSink::new(s.clone()),
                 sink_config,
+                Durability::OnSend,
             )?);
             query = Some((rt, handle));
             store = Some(s);
@@ -250,28 +294,114 @@ impl Collector {
                 credentials,
                 ..CassandraConfig::default()
             };
-            sinks.push(SinkRunner::start(
+            sinks.push(SinkRunner::start_durable(
                 &format!("cassandra {}", args.cassandra.join(",")),
                 CassandraSinkAdapter::new(config),
                 sink_config,
+                Durability::OnSend,
+            )?);
+        }
+        let mut restored: Option<Checkpoint> = None;
+        let mut roll_wanted = Vec::new();
+        let mut interval = secs("checkpoint-interval", args.checkpoint_interval)?;
+        if let Some(url) = &args.archive {
+            let location = ArchiveLocation::parse(url, args.archive_user.clone())
+                .with_context(|| format!("--archive {url}"))?;
+            let mut config = ArchiveConfig::new(args.name.clone());
+            config.compression = args.archive_compression;
+            config.roll_bytes = args.archive_roll_size.max(1) << 20;
+            interval = secs("archive-roll-interval", args.archive_roll_interval)?;
+            // Commits happen at checkpoint barriers, not on the writer's own clock.
+            config.roll_interval = Duration::MAX;
+            let sink = ArchiveSink::open(location, config)
+                .with_context(|| format!("opening the archive {url}"))?;
+            if let Some(text) = sink.committed_checkpoint() {
+                let c = Checkpoint::from_json(text.as_bytes(), std::path::Path::new(url))?;
+                restored = Some(c);
+            }
+            roll_wanted.push(sink.roll_wanted());
+            sinks.push(SinkRunner::start_durable(
+                &format!("archive {}", sink.describe()),
+                sink,
+                sink_config,
+                Durability::OnCommit,
             )?);
         }
         anyhow::ensure!(
             !sinks.is_empty(),
-            "no sink given: use --store, --zipkin-url, --scribe, --jsonl and/or --cassandra"
+            "no sink given: use --store, --zipkin-url, --scribe, --jsonl, --cassandra and/or --archive"
         );
+        let state = match &args.state_dir {
+            Some(dir) => {
+                let state = StateDir::open(dir)?;
+                if let Some(c) = state.load()? {
+                    // The archive's manifest may hold a newer one (written
+                    // in the commit just before a crash).
+                    if restored.as_ref().is_none_or(|r| r.id < c.id) {
+                        restored = Some(c);
+                    }
+                }
+                Some(state)
+            }
+            None => None,
+        };
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(64);
-        let mut sources = Vec::new();
-        for relay in relays {
-            sources.push(RelaySource::start(relay, &args.name, tx.clone())?);
-        }
-        drop(tx);
-        let assembler = SpanAssembler::new(AssemblerConfig {
+        let assembler_config = AssemblerConfig {
             idle_timeout: secs("idle-timeout", args.idle_timeout)?,
             linger: Duration::from_millis(args.linger_ms),
             max_open: args.max_open_spans,
+        };
+        let checkpoints = (state.is_some() || args.archive.is_some()).then(|| Checkpointing {
+            state,
+            interval,
+            relays: relays.to_vec(),
+            next_id: 1,
+            emitted: 0,
+            positions: Default::default(),
+            roll_wanted,
+            written: 0,
         });
+        let (assembler, checkpoints) = match (restored, checkpoints) {
+            (Some(c), Some(mut ck)) => {
+                let (assembler, skipped) =
+                    SpanAssembler::restore(assembler_config, c.assembler.clone(), Instant::now());
+                for (i, relay) in relays.iter().enumerate() {
+                    for (key, next) in c.resume(relay) {
+                        ck.positions.insert((i, key), next);
+                    }
+                }
+                ck.next_id = c.id + 1;
+                ck.emitted = c.emitted;
+                tracing::info!(
+                    checkpoint = c.id,
+                    streams = ck.positions.len(),
+                    open_spans = assembler.open_spans(),
+                    skipped_spans = skipped,
+                    "resuming from checkpoint"
+                );
+                (assembler, Some(ck))
+            }
+            (_, ck) => (SpanAssembler::new(assembler_config), ck),
+        };
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let mut sources = Vec::new();
+        for (i, relay) in relays.iter().enumerate() {
+            let resume = checkpoints.as_ref().map_or_else(Vec::new, |c| {
+                (c.positions.iter())
+                    .filter(|((r, _), _)| *r == i)
+                    .map(|((_, key), next)| (key.clone(), *next))
+                    .collect()
+            });
+            sources.push(RelaySource::start(
+                relay,
+                i,
+                &args.name,
+                resume,
+                tx.clone(),
+            )?);
+        }
+        drop(tx);
         tracing::info!(
             relays = ?relays,
             sinks = ?sinks.iter().map(|s| s.name().to_string()).collect::<Vec<_>>(),
@@ -282,6 +412,7 @@ impl Collector {
             sinks,
             sources,
             stats_interval: secs("stats-interval", args.stats_interval)?,
+            checkpoints,
         };
         let flag = stop.clone();
         let pipeline = std::thread::Builder::new()

@@ -1,10 +1,12 @@
 //! Reading relays live: one thread per relay, forwarding decoded
 //! annotations to the assembler.
 //!
-//! Each thread subscribes to every stream from the oldest record the relay
-//! holds; after a failure it reconnects with exponential backoff (100 ms up
-//! to 5 s) and subscribes again from the oldest, and the relay client skips
-//! positions it already delivered, so nothing arrives twice. Timestamps are
+//! Each thread subscribes to every stream: streams it knows (read before,
+//! or restored from a checkpoint) from their next position, the others from
+//! the oldest record the relay holds. After a failure it reconnects with
+//! exponential backoff (100 ms up to 5 s) and subscribes the same way, so
+//! nothing arrives twice. Every batch carries the next position of each
+//! stream it holds records of, which is what a checkpoint stores. Timestamps are
 //! converted to epoch microseconds with each stream's clock calibration, as
 //! `blkkin dump` and `blkkin tail` do.
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use blkkin::annotation::Annotation;
 use blkkin::relay_client::{Event, RelayReader};
-use blkkin::wire::{Start, StreamKey};
+use blkkin::wire::StreamKey;
 
 /// Counters of one relay source.
 #[derive(Debug, Default)]
@@ -33,6 +35,18 @@ pub struct SourceStats {
     pub upstream_lost: AtomicU64,
 }
 
+/// Annotations read from one relay, with where each stream now stands.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    /// Index of the relay among the collector's relays.
+    pub relay: usize,
+    /// Decoded annotations, in stream order.
+    pub annotations: Vec<Annotation>,
+    /// For each stream with records in this batch: the position after its
+    /// last record here.
+    pub positions: Vec<(StreamKey, u64)>,
+}
+
 /// A thread reading one relay.
 pub struct RelaySource {
     /// The relay's address.
@@ -43,19 +57,22 @@ pub struct RelaySource {
 }
 
 impl RelaySource {
-    /// Starts reading `addr` as reader `name`, sending batches of
-    /// annotations to `tx` (which applies backpressure: while the assembler
-    /// is behind, the relay keeps the records).
+    /// Starts reading `addr` (relay number `index`) as reader `name`,
+    /// continuing each stream of `resume` at its position, and sends batches
+    /// to `tx` (which applies backpressure: while the assembler is behind,
+    /// the relay keeps the records).
     pub fn start(
         addr: &str,
+        index: usize,
         name: &str,
-        tx: SyncSender<Vec<Annotation>>,
+        resume: Vec<(StreamKey, u64)>,
+        tx: SyncSender<SourceBatch>,
     ) -> std::io::Result<RelaySource> {
         let stats = Arc::new(SourceStats::default());
         let (a, n, s) = (addr.to_string(), name.to_string(), stats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("relay {addr}"))
-            .spawn(move || read_relay(&a, &n, &tx, &s))?;
+            .spawn(move || read_relay(&a, index, &n, resume, &tx, &s))?;
         Ok(RelaySource {
             addr: addr.to_string(),
             stats,
@@ -64,8 +81,16 @@ impl RelaySource {
     }
 }
 
-fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &SourceStats) {
+fn read_relay(
+    addr: &str,
+    index: usize,
+    name: &str,
+    resume: Vec<(StreamKey, u64)>,
+    tx: &SyncSender<SourceBatch>,
+    stats: &SourceStats,
+) {
     let mut reader: Option<RelayReader> = None;
+    let mut resume = Some(resume);
     let mut delay = Duration::from_millis(100);
     // Each stream's cumulative losses; their sum is `upstream_lost`.
     let mut lost: std::collections::HashMap<StreamKey, u64> = Default::default();
@@ -73,13 +98,16 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
         // (Re)connect; the reader keeps what it delivered across reconnects.
         let connected = match reader.as_mut() {
             Some(r) => r.reconnect(addr, name),
-            None => RelayReader::connect(addr, name).map(|r| {
+            None => RelayReader::connect(addr, name).map(|mut r| {
+                for (key, next) in resume.take().unwrap_or_default() {
+                    r.resume_at(key, next);
+                }
                 reader = Some(r);
             }),
         };
         let r = match connected.and_then(|()| {
             let r = reader.as_mut().expect("set on success");
-            r.subscribe(None, Start::Oldest).map(|()| r)
+            r.subscribe_resuming().map(|()| r)
         }) {
             Ok(r) => r,
             Err(e) => {
@@ -93,11 +121,19 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
         stats.connected.store(true, Ordering::Relaxed);
         delay = Duration::from_millis(100);
         let err = loop {
-            let mut batch = Vec::new();
+            let mut batch = SourceBatch {
+                relay: index,
+                ..SourceBatch::default()
+            };
             let mut lost_changed = false;
             let res = r.next_events(|e| match e {
                 Event::Record(s, rec) => {
-                    batch.push(Annotation::from_record(rec, &s.ring, Some(&s.calibration)));
+                    let a = Annotation::from_record(rec, &s.ring, Some(&s.calibration));
+                    batch.annotations.push(a);
+                    match batch.positions.iter_mut().find(|(k, _)| *k == s.key) {
+                        Some((_, next)) => *next = rec.position + 1,
+                        None => batch.positions.push((s.key.clone(), rec.position + 1)),
+                    }
                 }
                 Event::Counters(s) => {
                     let n = s.counters.lost();
@@ -115,10 +151,10 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
                     .upstream_lost
                     .store(lost.values().sum(), Ordering::Relaxed);
             }
-            if !batch.is_empty() {
+            if !batch.annotations.is_empty() {
                 stats
                     .annotations
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(batch.annotations.len() as u64, Ordering::Relaxed);
                 if tx.send(batch).is_err() {
                     return; // the collector is shutting down
                 }
@@ -128,7 +164,7 @@ fn read_relay(addr: &str, name: &str, tx: &SyncSender<Vec<Annotation>>, stats: &
             }
         };
         stats.connected.store(false, Ordering::Relaxed);
-        if tx.send(Vec::new()).is_err() {
+        if tx.send(SourceBatch::default()).is_err() {
             return; // the collector stopped first: nothing to report
         }
         stats.disconnects.fetch_add(1, Ordering::Relaxed);

@@ -175,6 +175,45 @@ impl RelayReader {
         self.send(&Frame::Subscribe { key, start })
     }
 
+    /// Continues stream `key` at position `next`: positions before it count
+    /// as delivered (skipped if they arrive), and
+    /// [`RelayReader::subscribe_resuming`] asks the relay for the stream from
+    /// there. A collector restoring a checkpoint calls it once per stream.
+    pub fn resume_at(&mut self, key: StreamKey, next: u64) {
+        self.delivered.insert(key, next);
+    }
+
+    /// Next position of every stream delivered so far (or set with
+    /// [`RelayReader::resume_at`]).
+    pub fn positions(&self) -> &HashMap<StreamKey, u64> {
+        &self.delivered
+    }
+
+    /// Subscribes to every stream, current and future: each stream already
+    /// delivered (or resumed) from its next position (`Start::At`, so the
+    /// relay does not send it again), every other one from the oldest
+    /// record the relay holds.
+    pub fn subscribe_resuming(&mut self) -> Result<(), ReaderError> {
+        let mut frames: Vec<Frame> = self
+            .delivered
+            .iter()
+            .map(|(k, n)| Frame::Subscribe {
+                key: Some(k.clone()),
+                start: Start::At(*n),
+            })
+            .collect();
+        frames.push(Frame::Subscribe {
+            key: None,
+            start: Start::Oldest,
+        });
+        let mut buf = Vec::new();
+        for f in &frames {
+            f.encode(&mut buf);
+        }
+        self.sock.write_all(&buf)?;
+        Ok(())
+    }
+
     /// Blocks until records arrive; calls `each` for every record with its
     /// stream and position. Announcements and loss counters are absorbed
     /// (counters land in [`StreamInfo::counters`]). Records of a stream at

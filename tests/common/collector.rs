@@ -98,6 +98,12 @@ impl Collector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL (no flush, no last checkpoint); returns its log.
+    pub fn kill9(mut self) -> String {
+        super::kill9(self.d.take().unwrap());
+        self.log()
+    }
+
     /// SIGTERM; it must flush and exit 0 within 30 s. Returns its log.
     pub fn stop(mut self) -> String {
         let mut d = self.d.take().unwrap();

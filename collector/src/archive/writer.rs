@@ -103,6 +103,10 @@ struct Manifest {
     last: u64,
     spans: u64,
     files: Vec<ManifestEntry>,
+    /// The caller's checkpoint committed with these files (the collector's
+    /// relay positions and assembler state), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +137,8 @@ pub struct ArchiveWriter<F: ArchiveFs> {
     stats: ArchiveStats,
     line: Vec<u8>,
     failed: bool,
+    /// The last manifest written or found.
+    manifest: Option<Manifest>,
 }
 
 impl<F: ArchiveFs> std::fmt::Debug for ArchiveWriter<F> {
@@ -171,6 +177,7 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
             stats: ArchiveStats::default(),
             line: Vec::with_capacity(1024),
             failed: false,
+            manifest: None,
         };
         w.recover()?;
         Ok(w)
@@ -194,6 +201,7 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
             }
             self.stats.recovered_files += self.finish_renames(&manifest)?;
             self.committed = Some(manifest.last);
+            self.manifest = Some(manifest);
         }
         self.fs.delete(&format!("{path}.tmp"))?;
         let tmp_dir = format!("{TMP_DIR}/{}", self.config.writer_id);
@@ -230,6 +238,12 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
     /// session's commits or found on open).
     pub fn committed_position(&self) -> Option<u64> {
         self.committed
+    }
+
+    /// The checkpoint recorded by the last commit (found on open or written
+    /// since by [`ArchiveWriter::commit_with`]).
+    pub fn committed_checkpoint(&self) -> Option<&str> {
+        self.manifest.as_ref()?.checkpoint.as_deref()
     }
 
     /// Counters.
@@ -343,22 +357,56 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
     /// unusable: drop it and [`ArchiveWriter::open`] again, which finishes
     /// or discards the commit.
     pub fn commit(&mut self) -> Result<CommitToken, ArchiveError> {
+        self.commit_inner(None)
+    }
+
+    /// [`ArchiveWriter::commit`], recording `checkpoint` in the manifest so
+    /// the files and the checkpoint become durable in one atomic step
+    /// ([`ArchiveWriter::committed_checkpoint`] returns it after a crash).
+    /// With nothing buffered, the last manifest is rewritten with the new
+    /// checkpoint (its files are already in place), so the checkpoint still
+    /// advances.
+    pub fn commit_with(&mut self, checkpoint: &str) -> Result<CommitToken, ArchiveError> {
+        self.commit_inner(Some(checkpoint.to_string()))
+    }
+
+    fn commit_inner(&mut self, checkpoint: Option<String>) -> Result<CommitToken, ArchiveError> {
         self.check_usable()?;
         let (Some(first), Some(last)) = (self.first, self.last) else {
-            return Ok(CommitToken {
+            let mut result = Ok(());
+            if let (Some(c), Some(m)) = (checkpoint, self.manifest.as_mut()) {
+                m.checkpoint = Some(c);
+                let m = m.clone();
+                result = self.write_manifest(&m);
+            }
+            if result.is_err() {
+                self.failed = true;
+            }
+            return result.map(|()| CommitToken {
                 position: self.committed,
                 files: Vec::new(),
                 spans: 0,
             });
         };
-        let result = self.commit_range(first, last);
+        let result = self.commit_range(first, last, checkpoint);
         if result.is_err() {
             self.failed = true;
         }
         result
     }
 
-    fn commit_range(&mut self, first: u64, last: u64) -> Result<CommitToken, ArchiveError> {
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {
+        let json = serde_json::to_vec(manifest)
+            .map_err(|e| ArchiveError::Io(format!("cannot encode manifest: {e}")))?;
+        self.fs.write_atomic(&self.manifest_path(), &json)
+    }
+
+    fn commit_range(
+        &mut self,
+        first: u64,
+        last: u64,
+        checkpoint: Option<String>,
+    ) -> Result<CommitToken, ArchiveError> {
         let mut entries = Vec::with_capacity(self.open.len());
         let mut spans = 0;
         for (partition, file) in std::mem::take(&mut self.open) {
@@ -391,12 +439,11 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
             last,
             spans,
             files: entries,
+            checkpoint,
         };
-        let json = serde_json::to_vec(&manifest)
-            .map_err(|e| ArchiveError::Io(format!("cannot encode manifest: {e}")))?;
         // The commit point: from here on the commit completes, now or on
         // the next open.
-        self.fs.write_atomic(&self.manifest_path(), &json)?;
+        self.write_manifest(&manifest)?;
         self.finish_renames(&manifest)?;
         self.fs
             .delete(&format!("{TMP_DIR}/{}/{first:020}", self.config.writer_id))?;
@@ -409,9 +456,15 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
         self.stats.commits += 1;
         self.stats.files_committed += manifest.files.len() as u64;
         self.stats.spans_committed += spans;
+        let files = manifest
+            .files
+            .iter()
+            .map(|e| e.final_path.clone())
+            .collect();
+        self.manifest = Some(manifest);
         Ok(CommitToken {
             position: Some(last),
-            files: manifest.files.into_iter().map(|e| e.final_path).collect(),
+            files,
             spans,
         })
     }

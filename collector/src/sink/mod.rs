@@ -11,7 +11,21 @@
 //! [`SinkError::Retry`] for a transient failure (the runner retries the same
 //! batch after a backoff) or [`SinkError::Rejected`] for spans that will never
 //! be accepted (counted, not retried) — and hand it to [`SinkRunner::start`].
+//!
+//! # Acknowledgements and checkpoints
+//!
+//! A sink's [`Durability`] says when its spans are safe: never guaranteed
+//! (Zipkin HTTP, Scribe, JSON lines: best effort), when `send` returns `Ok`
+//! (the embedded store, Cassandra), or only at [`Sink::commit`] (the
+//! archive). The collector's checkpoints wait for every durable sink: it
+//! compares [`SinkRunner::settled`] with what it offered before the cut, and
+//! puts a *barrier* ([`SinkRunner::barrier`]) into the queue of a
+//! commit-durable sink, whose worker then commits everything before it
+//! together with the checkpoint. While checkpoints are on, durable sinks
+//! are offered spans with [`SinkRunner::offer_waiting`], which waits for
+//! queue space instead of dropping.
 
+pub mod archive;
 pub mod cassandra;
 pub mod http;
 pub mod jsonl;
@@ -50,6 +64,47 @@ pub enum SinkError {
 pub trait Sink: Send + 'static {
     /// Delivers one batch (never empty).
     fn send(&mut self, batch: &[Span]) -> Result<(), SinkError>;
+
+    /// Makes every span sent so far durable together with `checkpoint`, as
+    /// one atomic step (the archive writes the checkpoint into its commit
+    /// manifest). Called at barriers of a [`Durability::OnCommit`] sink;
+    /// the default has nothing to do.
+    fn commit(&mut self, checkpoint: &str) -> Result<(), SinkError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+}
+
+/// When a sink's spans are safe from a collector crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Never guaranteed: does not hold back checkpoints (Zipkin HTTP,
+    /// Scribe, JSON lines).
+    BestEffort,
+    /// Once `send` returned `Ok` (the embedded store, Cassandra).
+    OnSend,
+    /// Once [`Sink::commit`] returned `Ok` (the archive).
+    OnCommit,
+}
+
+/// A checkpoint travelling through a sink's queue: everything queued before
+/// it is committed with `checkpoint`, once `ready` says every other durable
+/// sink acknowledged its share of the cut.
+#[derive(Clone)]
+pub struct Barrier {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// The encoded checkpoint (JSON).
+    pub checkpoint: Arc<String>,
+    /// True once the other durable sinks settled what preceded the cut.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+// Spans are nearly every item; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Span(Span),
+    Barrier(Barrier),
 }
 
 /// Queueing, batching and retry settings of one sink.
@@ -92,6 +147,7 @@ pub struct SinkStats {
     dropped_shutdown: AtomicU64,
     retries: AtomicU64,
     batches: AtomicU64,
+    barrier_done: AtomicU64,
 }
 
 /// A snapshot of [`SinkStats`].
@@ -122,6 +178,12 @@ impl SinkCounters {
     /// Spans queued or in flight.
     pub fn pending(&self) -> u64 {
         self.offered.saturating_sub(self.sent + self.dropped())
+    }
+
+    /// Spans delivered or refused for good (not dropped): a durable sink
+    /// has acknowledged the first `settled` spans offered to it.
+    pub fn settled(&self) -> u64 {
+        self.sent + self.rejected
     }
 }
 
@@ -170,15 +232,26 @@ fn add(c: &AtomicU64, n: usize) {
 /// A sink running on its own thread behind a bounded queue.
 pub struct SinkRunner {
     name: String,
-    tx: Option<SyncSender<Span>>,
+    durability: Durability,
+    tx: Option<SyncSender<Item>>,
     stats: Arc<SinkStats>,
     closing: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
 }
 
 impl SinkRunner {
-    /// Starts `sink` on a worker thread named after `name`.
+    /// Starts a best-effort `sink` on a worker thread named after `name`.
     pub fn start(name: &str, sink: impl Sink, config: SinkConfig) -> std::io::Result<SinkRunner> {
+        Self::start_durable(name, sink, config, Durability::BestEffort)
+    }
+
+    /// Starts `sink` with its [`Durability`].
+    pub fn start_durable(
+        name: &str,
+        sink: impl Sink,
+        config: SinkConfig,
+        durability: Durability,
+    ) -> std::io::Result<SinkRunner> {
         let (tx, rx) = mpsc::sync_channel(config.queue_spans.max(1));
         let stats = Arc::new(SinkStats::default());
         let closing = Arc::new(AtomicBool::new(false));
@@ -198,6 +271,7 @@ impl SinkRunner {
             .spawn(move || worker.run())?;
         Ok(SinkRunner {
             name: name.to_string(),
+            durability,
             tx: Some(tx),
             stats,
             closing,
@@ -216,7 +290,7 @@ impl SinkRunner {
         let Some(tx) = &self.tx else { return };
         add(&self.stats.offered, spans.len());
         for (i, s) in spans.iter().enumerate() {
-            match tx.try_send(s.clone()) {
+            match tx.try_send(Item::Span(s.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => add(&self.stats.dropped_full, 1),
                 Err(TrySendError::Disconnected(_)) => {
@@ -228,6 +302,66 @@ impl SinkRunner {
         }
     }
 
+    /// Queues copies of `spans`, waiting for space while the queue is full
+    /// (the caller, and so the relay reads, slow down instead); gives up and
+    /// counts the rest as `dropped_full` only once `stop` is set.
+    pub fn offer_waiting(&self, spans: &[Span], stop: &AtomicBool) {
+        let Some(tx) = &self.tx else { return };
+        add(&self.stats.offered, spans.len());
+        for (i, s) in spans.iter().enumerate() {
+            let mut item = Item::Span(s.clone());
+            loop {
+                match tx.try_send(item) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) if !stop.load(Ordering::Relaxed) => {
+                        item = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        add(&self.stats.dropped_full, spans.len() - i);
+                        return;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        add(&self.stats.dropped_shutdown, spans.len() - i);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `barrier` behind the spans offered so far (waiting for space
+    /// like [`SinkRunner::offer_waiting`]); false if it could not be queued.
+    pub fn barrier(&self, barrier: Barrier, stop: &AtomicBool) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let mut item = Item::Barrier(barrier);
+        loop {
+            match tx.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) if !stop.load(Ordering::Relaxed) => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The id of the last barrier committed (0 before the first).
+    pub fn barrier_done(&self) -> u64 {
+        self.stats.barrier_done.load(Ordering::Acquire)
+    }
+
+    /// When its spans are safe.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Shared counters, for a barrier's `ready` check.
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
     /// Its counters.
     pub fn counters(&self) -> SinkCounters {
         self.stats.snapshot()
@@ -237,6 +371,12 @@ impl SinkRunner {
     /// shutdown grace; what is left is counted in `dropped_shutdown`) and
     /// waits for the worker.
     pub fn close(mut self) -> SinkCounters {
+        self.finish()
+    }
+
+    /// [`SinkRunner::close`] without giving the runner up: its counters
+    /// stay readable.
+    pub fn finish(&mut self) -> SinkCounters {
         self.shutdown();
         self.counters()
     }
@@ -269,7 +409,7 @@ impl Drop for SinkRunner {
 struct Worker<S> {
     name: String,
     sink: S,
-    rx: Receiver<Span>,
+    rx: Receiver<Item>,
     config: SinkConfig,
     stats: Arc<SinkStats>,
     closing: Arc<AtomicBool>,
@@ -281,54 +421,108 @@ impl<S: Sink> Worker<S> {
         // Set once the queue is closed: the time by which to give up.
         let mut give_up: Option<Instant> = None;
         loop {
+            let mut barrier = None;
             if batch.is_empty() {
                 match self.rx.recv() {
-                    Ok(s) => batch.push(s),
+                    Ok(Item::Span(s)) => batch.push(s),
+                    Ok(Item::Barrier(b)) => barrier = Some(b),
                     Err(_) => return,
                 }
             }
             let fill_until = Instant::now() + self.config.batch_wait;
-            while batch.len() < self.config.batch_spans {
+            while barrier.is_none() && batch.len() < self.config.batch_spans {
                 let left = fill_until.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(left) {
-                    Ok(s) => batch.push(s),
+                    Ok(Item::Span(s)) => batch.push(s),
+                    Ok(Item::Barrier(b)) => barrier = Some(b),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            if !self.deliver(&batch, &mut give_up) {
+            let done = (batch.is_empty() || self.deliver(&batch, &mut give_up))
+                && barrier.is_none_or(|b| self.pass(&b, &mut give_up));
+            if !done {
                 // Out of time at shutdown: count everything still queued.
                 add(&self.stats.dropped_shutdown, batch.len());
-                add(&self.stats.dropped_shutdown, self.rx.try_iter().count());
+                let left = self.rx.try_iter().filter(|i| matches!(i, Item::Span(_)));
+                add(&self.stats.dropped_shutdown, left.count());
                 return;
             }
             batch.clear();
         }
     }
 
+    /// Waits for the barrier's other sinks, then commits with its
+    /// checkpoint; false if the shutdown grace ran out first.
+    fn pass(&mut self, b: &Barrier, give_up: &mut Option<Instant>) -> bool {
+        while !(b.ready)() {
+            if !self.still_time(give_up) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match self.retrying(give_up, |s| s.commit(&b.checkpoint)) {
+            None => false,
+            Some(Ok(())) => {
+                self.stats.barrier_done.store(b.id, Ordering::Release);
+                true
+            }
+            Some(Err((_, reason))) => {
+                // Not committed: the checkpoint stays where it was.
+                tracing::error!(sink = %self.name, %reason, "commit refused");
+                true
+            }
+        }
+    }
+
+    /// Starts the shutdown grace once closing; false once it ran out.
+    fn still_time(&self, give_up: &mut Option<Instant>) -> bool {
+        if self.closing.load(Ordering::Relaxed) && give_up.is_none() {
+            *give_up = Some(Instant::now() + self.config.shutdown_grace);
+        }
+        give_up.is_none_or(|g| Instant::now() < g)
+    }
+
     /// Sends one batch, retrying transient failures; false if shutdown
     /// grace ran out first.
     fn deliver(&mut self, batch: &[Span], give_up: &mut Option<Instant>) -> bool {
+        match self.retrying(give_up, |s| s.send(batch)) {
+            None => false,
+            Some(Ok(())) => {
+                add(&self.stats.sent, batch.len());
+                add(&self.stats.batches, 1);
+                true
+            }
+            Some(Err((spans, reason))) => {
+                let spans = spans.min(batch.len());
+                add(&self.stats.rejected, spans);
+                add(&self.stats.sent, batch.len() - spans);
+                add(&self.stats.batches, 1);
+                tracing::warn!(sink = %self.name, spans, %reason, "spans rejected");
+                true
+            }
+        }
+    }
+
+    /// Runs `op` until it succeeds or is rejected (`Err((spans, reason))`),
+    /// retrying transient failures with backoff; `None` if the shutdown
+    /// grace ran out first.
+    fn retrying(
+        &mut self,
+        give_up: &mut Option<Instant>,
+        mut op: impl FnMut(&mut S) -> Result<(), SinkError>,
+    ) -> Option<Result<(), (usize, String)>> {
         let mut delay = self.config.backoff_min;
         let mut failing = false;
         loop {
-            match self.sink.send(batch) {
+            match op(&mut self.sink) {
                 Ok(()) => {
-                    add(&self.stats.sent, batch.len());
-                    add(&self.stats.batches, 1);
                     if failing {
                         tracing::info!(sink = %self.name, "delivering again");
                     }
-                    return true;
+                    return Some(Ok(()));
                 }
-                Err(SinkError::Rejected { spans, reason }) => {
-                    let spans = spans.min(batch.len());
-                    add(&self.stats.rejected, spans);
-                    add(&self.stats.sent, batch.len() - spans);
-                    add(&self.stats.batches, 1);
-                    tracing::warn!(sink = %self.name, spans, %reason, "spans rejected");
-                    return true;
-                }
+                Err(SinkError::Rejected { spans, reason }) => return Some(Err((spans, reason))),
                 Err(SinkError::Retry(reason)) => {
                     add(&self.stats.retries, 1);
                     if !failing {
@@ -339,16 +533,12 @@ impl<S: Sink> Worker<S> {
                     }
                 }
             }
-            if self.closing.load(Ordering::Relaxed) && give_up.is_none() {
-                *give_up = Some(Instant::now() + self.config.shutdown_grace);
+            if !self.still_time(give_up) {
+                return None;
             }
             let mut wait = delay;
             if let Some(g) = *give_up {
-                let left = g.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return false;
-                }
-                wait = wait.min(left);
+                wait = wait.min(g.saturating_duration_since(Instant::now()));
             }
             // Sleep in short steps so a shutdown starts the grace period promptly.
             let until = Instant::now() + wait;
@@ -474,6 +664,85 @@ mod tests {
         r.offer(&(0..5).map(span).collect::<Vec<_>>());
         let c = r.close();
         assert_eq!((c.sent, c.rejected, c.retries), (4, 1, 0));
+    }
+
+    /// A commit-durable sink: what was sent, and at each commit how many
+    /// spans it covered and with which checkpoint.
+    #[derive(Clone, Default)]
+    struct Committing {
+        sent: Arc<Mutex<Vec<String>>>,
+        commits: Arc<Mutex<Vec<(usize, String)>>>,
+    }
+
+    impl Sink for Committing {
+        fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
+            let mut sent = self.sent.lock().unwrap();
+            sent.extend(batch.iter().map(|s| s.id.clone()));
+            Ok(())
+        }
+
+        fn commit(&mut self, checkpoint: &str) -> Result<(), SinkError> {
+            let n = self.sent.lock().unwrap().len();
+            self.commits
+                .lock()
+                .unwrap()
+                .push((n, checkpoint.to_string()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_barrier_commits_what_preceded_it_once_the_other_sinks_are_ready() {
+        let sink = Committing::default();
+        let r =
+            SinkRunner::start_durable("t", sink.clone(), fast(100), Durability::OnCommit).unwrap();
+        let stop = AtomicBool::new(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let gate = ready.clone();
+        r.offer_waiting(&(0..15).map(span).collect::<Vec<_>>(), &stop);
+        assert!(r.barrier(
+            Barrier {
+                id: 7,
+                checkpoint: Arc::new("ck7".into()),
+                ready: Arc::new(move || gate.load(Ordering::SeqCst)),
+            },
+            &stop
+        ));
+        r.offer_waiting(&(15..20).map(span).collect::<Vec<_>>(), &stop);
+        wait_until("spans before the barrier", || r.counters().sent == 15);
+        std::thread::sleep(Duration::from_millis(50));
+        // Held back: neither committed nor past the barrier.
+        assert_eq!(r.barrier_done(), 0);
+        assert_eq!(r.counters().sent, 15);
+        ready.store(true, Ordering::SeqCst);
+        wait_until("the commit", || r.barrier_done() == 7);
+        let c = r.close();
+        assert_eq!((c.sent, c.settled()), (20, 20));
+        assert_eq!(*sink.commits.lock().unwrap(), vec![(15, "ck7".to_string())]);
+    }
+
+    #[test]
+    fn offer_waiting_waits_for_room_instead_of_dropping() {
+        let sink = Scripted::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let r = SinkRunner::start("t", sink.clone(), fast(5)).unwrap();
+        let stop = AtomicBool::new(false);
+        let down = sink.down.clone();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            down.store(false, Ordering::SeqCst);
+        });
+        r.offer_waiting(&(0..40).map(span).collect::<Vec<_>>(), &stop);
+        release.join().unwrap();
+        let c = r.close();
+        assert_eq!((c.sent, c.dropped()), (40, 0));
+        // Once stopping, a full queue drops (and counts) instead.
+        let sink = Scripted::default();
+        sink.down.store(true, Ordering::SeqCst);
+        let r = SinkRunner::start("t", sink, fast(5)).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        r.offer_waiting(&(0..40).map(span).collect::<Vec<_>>(), &stop);
+        assert!(r.counters().dropped_full >= 20);
     }
 
     #[test]
