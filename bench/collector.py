@@ -119,7 +119,7 @@ class Stack:
         for p in reversed(self.procs):
             p.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
@@ -199,7 +199,10 @@ def memory(args):
     st.stop()
     with open(os.path.join(st.dir, "collector.log")) as f:
         clog = f.read()
-    totals = [l for l in clog.splitlines() if "collector totals" in l]
+    # The final totals, else (a collector killed at the stop timeout) the
+    # last periodic counters.
+    totals = [l for l in clog.splitlines() if "collector totals" in l] or \
+        [l for l in clog.splitlines() if "collector counters" in l]
     peak = max(b for _, b in samples)
     r = {
         "rate_spans_per_s": rate, "seconds": seconds,
