@@ -3,6 +3,7 @@
 
   record.jsonl   record-path benchmarks (one JSON line per measurement)
   pipeline.json  consumer → relay benchmarks (bench/pipeline.py)
+  collector.json collector benchmarks (bench/collector.sh)
 
 Either part may be re-run alone (`bash bench/run.sh record|pipeline`); the
 report is always written from both files. Every number in the report comes
@@ -56,13 +57,16 @@ def main(results_dir, dst):
         out += record_section(record)
     else:
         out += ["# Benchmarks", "", "Record-path results missing: run `bash bench/run.sh record`.", ""]
-    pipeline = os.path.join(results_dir, "pipeline.json")
-    if os.path.exists(pipeline):
-        with open(pipeline) as f:
-            out += pipeline_section(json.load(f))
-    else:
-        out += ["## Pipeline: rings → consumer → relay (issue 3)", "",
-                "Not measured yet: run `bash bench/run.sh pipeline`.", ""]
+    for name, render, title in [
+        ("pipeline", pipeline_section, "Pipeline: rings → consumer → relay (issue 3)"),
+        ("collector", collector_section, "Collector (issue 4)"),
+    ]:
+        path = os.path.join(results_dir, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out += render(json.load(f))
+        else:
+            out += [f"## {title}", "", f"Not measured yet: run `bash bench/run.sh {name}`.", ""]
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     with open(dst, "w") as fh:
         fh.write("\n".join(out) + "\n")
@@ -307,6 +311,54 @@ def pipeline_section(p):
         w("")
     w("Reproduce: `bash bench/run.sh pipeline` (about 3 minutes; keeps the record-path results); "
       "raw numbers in `bench/results/pipeline.json`, daemon logs in `bench/out/pipeline/`.")
+    return out
+
+
+def collector_section(c):
+    """The collector's benchmarks (bench/collector.sh → collector.json)."""
+    def met(ok):
+        return "met" if ok else "**not met**"
+
+    def k(x):
+        return f"{x / 1000:,.0f} k"
+
+    tp, target = c["throughput"], c["target_spans_per_s_per_core"]
+    out = ["## Collector (issue 4)", "",
+           f"Measured {c['when']} (load average before: {' '.join(c['loadavg_before'])}) "
+           "by `bash bench/run.sh collector`.", "",
+           "**Assembly + encoding**, one thread (collector/benches/throughput.rs: RPCs "
+           "recorded Zipkin v1 style, 7 annotations → a CLIENT and a shared SERVER span, "
+           "encoded in batches of 500). *Per core* is spans per CPU second of the "
+           "process, which a busy machine disturbs less than the wall clock.", "",
+           "| stage | spans/s per core | spans/s (best wall clock) | target |",
+           "|---|---|---|---|"]
+    names = [("assembly", "assembly"), ("json", "JSON v2 encoding"),
+             ("thrift", "Thrift v1 encoding"), ("assembly_json", "assembly + JSON v2"),
+             ("assembly_thrift", "assembly + Thrift v1")]
+    for key, label in names:
+        r = tp[key]
+        goal = f"≥ {k(target)}: {met(r['per_cpu'] >= target)}" if key.startswith("assembly_") else ""
+        out.append(f"| {label} | {k(r['per_cpu'])} | {k(r['wall'])} | {goal} |")
+    v = c["visibility"]
+    out += ["", "**Record → queryable** in the embedded store (bench/c/span_load.c → "
+            "blkkin-consumerd → blkkin-relayd → blkkin-collector --store → "
+            "`GET /api/v2/trace/{id}` answering both spans of the trace):", "",
+            "| rate | spans | sampled traces | missing | p50 | p99 | max | collector CPU | target p99 ≤ 2 s |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.3f} s"
+    out.append(f"| {k(v['rate_spans_per_s'])} spans/s for {v['seconds']} s | {v['spans']:,} | "
+               f"{v['sampled_traces']} | {v['missing']} | {fmt(v['p50_s'])} | {fmt(v['p99_s'])} | "
+               f"{fmt(v['max_s'])} | {v['collector_cpu_percent']:.0f} % | {met(v['met'])} |")
+    m = c["memory"]
+    mib = lambda b: f"{b / (1 << 20):,.0f} MiB"
+    out += ["", f"**Memory bound**: {k(m['rate_spans_per_s'])} never-closing spans/s for "
+            f"{m['seconds']} s (then 35 s of idle timeout) into a collector with its default "
+            f"limits (max open spans {m['max_open']:,}, store queue {m['queue_spans']:,}); "
+            f"RSS sampled every 0.5 s. Bound (docs/ARCHITECTURE.md, \"Memory bound\"): "
+            f"{mib(m['bound_bytes'])}; peak {mib(m['peak_rss_bytes'])}: {met(m['met'])}.", "",
+            f"Collector totals: `{m['collector_totals']}`", ""]
+    rss = " ".join(f"{t:.0f}s:{b / (1 << 20):.0f}" for t, b in m["samples"])
+    out += [f"RSS over time (s:MiB): {rss}", ""]
     return out
 
 

@@ -16,10 +16,16 @@
 # (record.jsonl, pipeline.json) so either part can be re-run alone and the
 # report is always written from both.
 #
-# usage: bash bench/run.sh [all|record|pipeline|report]
+# The collector benchmarks (bench/collector.sh: assembly + encoding per
+# core, record → queryable in the embedded store, memory bound) run only
+# when asked: `bash bench/run.sh collector` (results in
+# bench/results/collector.json).
+#
+# usage: bash bench/run.sh [all|record|pipeline|collector|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
+#   collector collector benchmarks only (about 5 minutes after the release build)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
@@ -28,9 +34,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | report) ;;
+all | record | pipeline | collector | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|collector|report]" >&2
 	exit 2
 	;;
 esac
@@ -59,6 +65,11 @@ if [ "$WHAT" = report ]; then
 fi
 if [ "$WHAT" = pipeline ]; then
 	run_pipeline
+	report
+	exit 0
+fi
+if [ "$WHAT" = collector ]; then
+	bash "$ROOT/bench/collector.sh"
 	report
 	exit 0
 fi

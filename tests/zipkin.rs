@@ -104,7 +104,11 @@ fn wait_for_trace(z: &Zipkin, trace: &str, n: usize) -> Vec<Value> {
 }
 
 fn endpoint(s: &Value) -> (String, String, u64) {
-    let e = &s["localEndpoint"];
+    endpoint_at(s, "localEndpoint")
+}
+
+fn endpoint_at(s: &Value, field: &str) -> (String, String, u64) {
+    let e = &s[field];
     (
         e["serviceName"].as_str().unwrap_or_default().to_string(),
         e["ipv4"].as_str().unwrap_or_default().to_string(),
@@ -170,6 +174,7 @@ fn check_trace(i: usize, ids: &[String; 4], spans: &[Value], via: &str) {
     assert_eq!(c["parentId"], root.as_str());
     assert_eq!(c["name"], "osd_op");
     assert_eq!(endpoint(c), client_ep);
+    assert_eq!(endpoint_at(c, "remoteEndpoint"), osd_ep, "{ctx}");
     assert!(tags(c).is_empty(), "{ctx}");
 
     let sv = find(rpc, Some("SERVER"));
@@ -177,6 +182,7 @@ fn check_trace(i: usize, ids: &[String; 4], spans: &[Value], via: &str) {
     assert_eq!(sv["name"], "osd_op");
     assert_eq!(sv["shared"], true, "{ctx}");
     assert_eq!(endpoint(sv), osd_ep);
+    assert_eq!(endpoint_at(sv, "remoteEndpoint"), client_ep, "{ctx}");
     let want: BTreeMap<String, String> = [
         ("object".into(), format!("obj_{i}")),
         ("bytes".into(), (-4096 * i as i64).to_string()),
@@ -279,10 +285,52 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
             .collect();
         assert_eq!(found, all_traces, "traces of {service}");
     }
+    // Remote endpoints: each side of the shared RPC names the other.
+    for (service, remote) in [("client", "osd"), ("osd", "client")] {
+        let remotes = get_json(&format!(
+            "{}/api/v2/remoteServices?serviceName={service}",
+            z.base
+        ));
+        assert_eq!(remotes, serde_json::json!([remote]), "{service}");
+        let traces = get_json(&format!(
+            "{}/api/v2/traces?serviceName={service}&remoteServiceName={remote}&limit=1000&lookback=3600000",
+            z.base
+        ));
+        assert_eq!(
+            traces.as_array().unwrap().len(),
+            all_traces.len(),
+            "{service} → {remote}"
+        );
+    }
     let services = get_json(&format!("{}/api/v2/services", z.base));
     assert_eq!(services, serde_json::json!(["client", "osd"]));
     let names = get_json(&format!("{}/api/v2/spans?serviceName=osd", z.base));
     assert_eq!(names, serde_json::json!(["journal", "osd_op"]));
+}
+
+/// A collector on `node` sending v2 JSON to `url` through a queue of
+/// `queue` spans in batches of 4, quick backoff and counters every 0.2 s.
+fn small_queue_collector(node: &NodeStack, url: &str, queue: usize) -> Collector {
+    let queue = queue.to_string();
+    let args = [
+        "--linger-ms",
+        "300",
+        "--zipkin-url",
+        url,
+        "--queue-spans",
+        &queue,
+        "--batch-spans",
+        "4",
+        "--max-backoff",
+        "0.5",
+        "--stats-interval",
+        "0.2",
+    ];
+    Collector::start(
+        &[&node.relay],
+        &args,
+        &node.tmp.path().join("collector.log"),
+    )
 }
 
 #[test]
@@ -294,25 +342,7 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
     let (http, scribe) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http}");
     let node = NodeStack::start();
-    let args = [
-        "--linger-ms",
-        "300",
-        "--zipkin-url",
-        &base,
-        "--queue-spans",
-        "8",
-        "--batch-spans",
-        "4",
-        "--max-backoff",
-        "0.5",
-        "--stats-interval",
-        "0.2",
-    ];
-    let coll = Collector::start(
-        &[&node.relay],
-        &args,
-        &node.tmp.path().join("collector.log"),
-    );
+    let coll = small_queue_collector(&node, &base, 8);
     let n = 10;
     let requests = node.run_rpc_tree(n);
     // Every span is assembled; with Zipkin down the queue overflows.
@@ -367,4 +397,212 @@ fn zipkin_down_at_start_then_up_gets_what_was_not_dropped_and_drops_are_counted(
         stored += trace_spans(&z, &ids[0]).len();
     }
     assert_eq!(stored as u64, sent, "{log}");
+}
+
+/// What the [`FaultyProxy`] does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answers 500 and 503 alternately without forwarding.
+    ServerErrors,
+    /// Forwards after this delay.
+    Slow(Duration),
+}
+
+/// A small HTTP proxy in front of the real Zipkin that answers 5xx or
+/// forwards slowly; counts the spans Zipkin accepted through it.
+struct FaultyProxy {
+    addr: String,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    /// Spans in requests Zipkin answered 2xx.
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Requests answered with a 5xx by the proxy itself.
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultyProxy {
+    fn start(upstream: &str, fault: Fault) -> FaultyProxy {
+        use std::sync::atomic::AtomicU64;
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let fault = Arc::new(Mutex::new(fault));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (f, fw, fl) = (fault.clone(), forwarded.clone(), failed.clone());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (f, fw, fl, up) = (f.clone(), fw.clone(), fl.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(conn, &up, &f, &fw, &fl);
+                });
+            }
+        });
+        FaultyProxy {
+            addr: format!("http://{addr}"),
+            fault,
+            forwarded,
+            failed,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn failed(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Serves one request (then closes): reads it whole, answers a 5xx or
+/// forwards it (after a delay) with `Connection: close`.
+fn proxy_one(
+    mut conn: std::net::TcpStream,
+    upstream: &str,
+    fault: &std::sync::Mutex<Fault>,
+    forwarded: &std::sync::atomic::AtomicU64,
+    failed: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let head_end = loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head_end..head_end + length];
+    let current = *fault.lock().unwrap();
+    match current {
+        Fault::ServerErrors => {
+            let n = failed.fetch_add(1, Ordering::SeqCst);
+            let status = if n.is_multiple_of(2) {
+                "500 Internal Server Error"
+            } else {
+                "503 Service Unavailable"
+            };
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+        }
+        Fault::Slow(delay) => {
+            std::thread::sleep(delay);
+            let mut up = std::net::TcpStream::connect(upstream)?;
+            for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+                if !line.to_ascii_lowercase().starts_with("connection:") {
+                    write!(up, "{line}\r\n")?;
+                }
+            }
+            write!(up, "Connection: close\r\n\r\n")?;
+            up.write_all(body)?;
+            let mut answer = Vec::new();
+            up.read_to_end(&mut answer)?;
+            if answer.starts_with(b"HTTP/1.1 2") {
+                let spans: Vec<Value> = serde_json::from_slice(body).unwrap_or_default();
+                forwarded.fetch_add(spans.len() as u64, Ordering::SeqCst);
+            }
+            conn.write_all(&answer)?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls the collector's log until `done` holds for it (60 s at most).
+fn wait_log(coll: &Collector, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = coll.log();
+        if done(&log) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "{what}: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn zipkin_answering_5xx_then_slow_gets_every_span_once_and_overflow_is_counted() {
+    if skip() {
+        return;
+    }
+    fetch_zipkin();
+    let node = NodeStack::start();
+    let z = start_zipkin(
+        free_port(),
+        free_port(),
+        &node.tmp.path().join("zipkin.log"),
+    );
+    let proxy = FaultyProxy::start(&z.base, Fault::ServerErrors);
+    let coll = small_queue_collector(&node, &proxy.addr, 24);
+    let sink = |log: &str, key| counter(log, "sink counters", key).unwrap_or(0);
+
+    // 1. Zipkin answers 500/503: spans wait in the queue (within its bound),
+    //    retried with backoff; nothing is sent or dropped.
+    let first = node.run_rpc_tree(5);
+    let log = wait_log(&coll, "retries while Zipkin fails", |log| {
+        counter(log, "collector counters", "spans") == Some(20) && sink(log, "retries") >= 3
+    });
+    assert_eq!(sink(&log, "sent"), 0, "{log}");
+    assert_eq!(sink(&log, "dropped_full"), 0, "{log}");
+    assert!(proxy.failed() >= 3);
+
+    // 2. Zipkin slow (1 s per request): all of them arrive, each once.
+    proxy.set(Fault::Slow(Duration::from_secs(1)));
+    let log = wait_log(&coll, "delivery once Zipkin answers", |log| {
+        sink(log, "sent") == 20 && counter(log, "sink counters", "pending") == Some(0)
+    });
+    assert_eq!(sink(&log, "dropped_full"), 0, "{log}");
+    assert_eq!(proxy.forwarded(), 20, "every span forwarded exactly once");
+    for ids in &first {
+        assert_eq!(wait_for_trace(&z, &ids[0], 4).len(), 4, "{log}");
+    }
+
+    // 3. Still slow, and more than the queue holds arrives at once: the
+    //    overflow is dropped and counted, the rest delivered; no crash.
+    let second = node.run_rpc_tree(15);
+    wait_log(&coll, "overflow counted and the rest delivered", |log| {
+        counter(log, "collector counters", "spans") == Some(80)
+            && counter(log, "sink counters", "pending") == Some(0)
+    });
+    let log = coll.stop();
+    let sent = counter(&log, "sink totals", "sent").unwrap();
+    let dropped = counter(&log, "sink totals", "dropped_full").unwrap();
+    assert!(dropped > 0, "60 spans at once into a queue of 24: {log}");
+    assert_eq!(sent + dropped, 80, "every span delivered or counted: {log}");
+    assert_eq!(proxy.forwarded(), sent, "nothing sent twice: {log}");
+    let stored: usize = first
+        .iter()
+        .chain(&second)
+        .map(|ids| trace_spans(&z, &ids[0]).len())
+        .sum();
+    assert_eq!(stored as u64, sent, "Zipkin holds what was sent: {log}");
 }

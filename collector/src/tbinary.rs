@@ -3,6 +3,8 @@
 //! against the `thrift` crate's protocol runtime (no code generator: the
 //! four structs are small and fixed).
 
+use std::sync::Arc;
+
 use thrift::protocol::{
     TBinaryOutputProtocol, TFieldIdentifier, TListIdentifier, TMessageIdentifier, TMessageType,
     TOutputProtocol, TStructIdentifier, TType,
@@ -46,7 +48,7 @@ fn write_endpoint(o: &mut Out<'_>, e: &V1Endpoint) -> thrift::Result<()> {
     o.write_struct_end()
 }
 
-fn write_host(o: &mut Out<'_>, id: i16, host: &Option<V1Endpoint>) -> thrift::Result<()> {
+fn write_host(o: &mut Out<'_>, id: i16, host: &Option<Arc<V1Endpoint>>) -> thrift::Result<()> {
     if let Some(h) = host {
         field(o, "host", TType::Struct, id)?;
         write_endpoint(o, h)?;
@@ -288,6 +290,8 @@ pub fn parse_scribe_reply(body: &[u8], seq_id: i32) -> Result<ScribeResult, Repl
 /// Decoding, for round-trip tests only (trusted input).
 #[cfg(test)]
 pub(crate) mod decode {
+    use std::sync::Arc;
+
     use thrift::protocol::{TInputProtocol, TType};
 
     use crate::v1::{AnnotationType, V1Annotation, V1BinaryAnnotation, V1Endpoint, V1Span};
@@ -359,7 +363,7 @@ pub(crate) mod decode {
                             match id {
                                 1 => a.timestamp = i.read_i64()?,
                                 2 => a.value = i.read_string()?,
-                                3 => a.host = Some(endpoint(i)?),
+                                3 => a.host = Some(Arc::new(endpoint(i)?)),
                                 _ => return Ok(false),
                             }
                             Ok(true)
@@ -383,7 +387,7 @@ pub(crate) mod decode {
                                     b.annotation_type = AnnotationType::from_i32(i.read_i32()?)
                                         .expect("known annotation type")
                                 }
-                                4 => b.host = Some(endpoint(i)?),
+                                4 => b.host = Some(Arc::new(endpoint(i)?)),
                                 _ => return Ok(false),
                             }
                             Ok(true)

@@ -18,6 +18,7 @@
 //!   local endpoint is not lost.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::model::{Endpoint, Span, SpanKind};
 
@@ -114,8 +115,8 @@ pub struct V1Annotation {
     pub timestamp: i64,
     /// The event.
     pub value: String,
-    /// Who recorded it.
-    pub host: Option<V1Endpoint>,
+    /// Who recorded it (shared by the annotations of one span).
+    pub host: Option<Arc<V1Endpoint>>,
 }
 
 /// `zipkinCore.thrift` `BinaryAnnotation`.
@@ -128,7 +129,7 @@ pub struct V1BinaryAnnotation {
     /// How `value` is encoded.
     pub annotation_type: AnnotationType,
     /// Who recorded it (for `ca`/`sa`/`ma`: the remote address).
-    pub host: Option<V1Endpoint>,
+    pub host: Option<Arc<V1Endpoint>>,
 }
 
 /// `zipkinCore.thrift` `Span`.
@@ -289,7 +290,11 @@ impl V1Span {
     pub fn from_v2_with(s: &Span, integers: IntegerTags) -> Result<V1Span, ConvertError> {
         let (trace_id_high, trace_id) = parse_trace_id(&s.trace_id)?;
         let md = Metadata::of(s);
-        let ep = s.local_endpoint.as_ref().map(V1Endpoint::from_v2);
+        // One endpoint shared by every annotation of the span (no copy each).
+        let ep = s
+            .local_endpoint
+            .as_ref()
+            .map(|e| Arc::new(V1Endpoint::from_v2(e)));
         let shared = s.shared == Some(true);
         let mut out = V1Span {
             trace_id,
@@ -357,7 +362,7 @@ impl V1Span {
                 key: addr.into(),
                 value: vec![1],
                 annotation_type: AnnotationType::Bool,
-                host: Some(V1Endpoint::from_v2(remote)),
+                host: Some(Arc::new(V1Endpoint::from_v2(remote))),
             });
         }
         Ok(out)

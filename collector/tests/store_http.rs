@@ -6,9 +6,11 @@ mod support;
 use blkkin_collector::model::SpanKind;
 use std::time::{Duration, Instant};
 
-use blkkin_collector::store::{ServerConfig, Store, StoreConfig, StoreLocation, MAX_BODY_BYTES};
+use blkkin_collector::store::{
+    AllowedOrigins, ServerConfig, Store, StoreConfig, StoreLocation, MAX_BODY_BYTES,
+};
 use serde_json::json;
-use support::{get, now_ms, post, rpc, span, StoreServer};
+use support::{cors, get, now_ms, post, rpc, span, StoreServer};
 
 fn server_with_trace() -> (StoreServer, u64) {
     let server = StoreServer::start(Store::open_in_memory().unwrap());
@@ -92,8 +94,14 @@ fn query_api_answers_with_zipkin_shapes() {
     );
 
     assert_eq!(
-        get(&format!("{b}/api/v2/services")).allow_origin.as_deref(),
-        Some("*")
+        cors(
+            "GET",
+            &format!("{b}/api/v2/services"),
+            "http://ui:3000",
+            false
+        )
+        .headers["access-control-allow-origin"],
+        "*"
     );
     let health = get(&format!("{b}/health"));
     assert_eq!(health.status, 200);
@@ -235,6 +243,7 @@ fn retention_runs_in_the_background() {
         store,
         ServerConfig {
             retention_interval: Duration::from_millis(100),
+            ..ServerConfig::default()
         },
     );
     let now = now_ms();
@@ -263,4 +272,58 @@ fn retention_runs_in_the_background() {
     );
     let health = get(&format!("{}/health", server.base)).json();
     assert_eq!(health["store"]["tracesExpired"], 1);
+}
+
+#[test]
+fn cors_preflight_and_answers_allow_any_origin_by_default() {
+    let (server, _) = server_with_trace();
+    let b = &server.base;
+    let ui = "http://grafana.example:3000";
+    for path in ["/api/v2/services", "/api/v2/traces", "/api/v2/spans"] {
+        let pre = cors("OPTIONS", &format!("{b}{path}"), ui, true);
+        assert_eq!(pre.status, 200, "{path}");
+        assert_eq!(pre.headers["access-control-allow-origin"], "*");
+        assert_eq!(pre.headers["access-control-allow-methods"], "GET,POST");
+        assert_eq!(
+            pre.headers["access-control-allow-headers"],
+            "content-type,x-grpc-web"
+        );
+    }
+    let ans = cors("GET", &format!("{b}/api/v2/services"), ui, false);
+    assert_eq!(ans.status, 200);
+    assert_eq!(ans.headers["access-control-allow-origin"], "*");
+    // Not a CORS request (no Origin): no CORS headers, as Zipkin.
+    assert_eq!(get(&format!("{b}/api/v2/services")).allow_origin, None);
+}
+
+#[test]
+fn cors_with_listed_origins_echoes_them_and_ignores_others() {
+    let server = StoreServer::start_with(
+        Store::open_in_memory().unwrap(),
+        ServerConfig {
+            allowed_origins: AllowedOrigins::parse("http://ui.example,http://grafana:3000"),
+            ..ServerConfig::default()
+        },
+    );
+    let url = format!("{}/api/v2/services", server.base);
+    let ok = cors("OPTIONS", &url, "http://grafana:3000", true);
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "http://grafana:3000"
+    );
+    assert_eq!(ok.headers["vary"], "origin");
+    let ans = cors("GET", &url, "http://UI.example", false);
+    assert_eq!(ans.status, 200);
+    assert_eq!(
+        ans.headers["access-control-allow-origin"],
+        "http://UI.example"
+    );
+    // Another origin: answered, but without CORS headers (the browser refuses).
+    for preflight in [true, false] {
+        let method = if preflight { "OPTIONS" } else { "GET" };
+        let other = cors(method, &url, "http://evil.example", preflight);
+        assert_eq!(other.status, 200);
+        assert!(other.headers.is_empty(), "{:?}", other.headers);
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::Span;
 
+use super::cors::AllowedOrigins;
 use super::db::now_us;
 use super::query::{parse_annotation_query, QueryRequest, DEFAULT_LIMIT, DEFAULT_LOOKBACK_MS};
 use super::span_ext::normalize_trace_id;
@@ -35,12 +37,26 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 pub struct ServerConfig {
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Browser origins allowed to read the API (CORS), any by default.
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             retention_interval: Duration::from_secs(60),
+            allowed_origins: AllowedOrigins::Any,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, with the allowed origins taken from
+    /// `QUERY_ALLOWED_ORIGINS` as Zipkin's server does (any when unset).
+    pub fn from_env() -> Self {
+        ServerConfig {
+            allowed_origins: AllowedOrigins::from_env(),
+            ..ServerConfig::default()
         }
     }
 }
@@ -73,9 +89,10 @@ impl ServerHandle {
 
 /// Binds `addr` (Zipkin's default is 127.0.0.1:9411) on the current tokio
 /// runtime and serves the query API over `store`, running retention every
-/// minute.
+/// minute and allowing the browser origins of `QUERY_ALLOWED_ORIGINS` (any
+/// when unset), as Zipkin does.
 pub async fn serve(addr: SocketAddr, store: Store) -> Result<ServerHandle, StoreError> {
-    serve_with(addr, store, ServerConfig::default()).await
+    serve_with(addr, store, ServerConfig::from_env()).await
 }
 
 /// [`serve`] with explicit settings.
@@ -86,7 +103,7 @@ pub async fn serve_with(
 ) -> Result<ServerHandle, StoreError> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = router(store.clone());
+    let app = router_with(store.clone(), config.allowed_origins.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let graceful = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -116,8 +133,14 @@ pub async fn serve_with(
     })
 }
 
-/// The routes of Zipkin's v2 API (plus `/health`).
+/// The routes of Zipkin's v2 API (plus `/health`), readable from any
+/// browser origin.
 pub fn router(store: Store) -> Router {
+    router_with(store, AllowedOrigins::Any)
+}
+
+/// [`router`] allowing only the browser origins of `allowed` (CORS).
+pub fn router_with(store: Store, allowed: AllowedOrigins) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/v2/services", get(services))
@@ -130,18 +153,11 @@ pub fn router(store: Store) -> Router {
         .route("/api/v2/autocompleteKeys", get(autocomplete_keys))
         .route("/api/v2/autocompleteValues", get(autocomplete_values))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::map_response(allow_any_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(allowed),
+            super::cors::cors,
+        ))
         .with_state(store)
-}
-
-/// Lets a Zipkin UI or dashboard served from another origin read the API,
-/// as Zipkin allows any origin by default.
-async fn allow_any_origin(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        header::HeaderValue::from_static("*"),
-    );
-    response
 }
 
 /// An HTTP error answer: status and a plain-text message.

@@ -33,6 +33,7 @@
 //! instead of being returned as separate fragments. See
 //! docs/ARCHITECTURE.md, "Embedded store".
 
+pub mod cors;
 mod db;
 pub mod dependencies;
 mod http;
@@ -40,9 +41,12 @@ pub mod query;
 mod schema;
 pub mod span_ext;
 
+pub use cors::AllowedOrigins;
 pub use db::{Store, StoreConfig, StoreLocation, StoreStats};
 pub use dependencies::DependencyLink;
-pub use http::{serve, serve_with, ServerConfig, ServerHandle, MAX_BODY_BYTES};
+pub use http::{
+    router, router_with, serve, serve_with, ServerConfig, ServerHandle, MAX_BODY_BYTES,
+};
 pub use query::QueryRequest;
 
 /// Errors of the embedded store.

@@ -158,6 +158,41 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> Answer {
     )
 }
 
+/// The CORS headers of an answer (lower-case names), and its status.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cors {
+    pub status: u16,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Sends `method url` with `Origin: origin` (and, for a preflight, the
+/// requested method and headers) and returns the status and CORS headers.
+pub fn cors(method: &str, url: &str, origin: &str, preflight: bool) -> Cors {
+    let mut req = agent().request(method, url).set("Origin", origin);
+    if preflight {
+        req = req
+            .set("Access-Control-Request-Method", "GET")
+            .set("Access-Control-Request-Headers", "content-type");
+    }
+    let resp = match req.call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter(|n| n.starts_with("access-control-") || n == "vary")
+        .map(|n| {
+            let v = resp.all(&n).join(",");
+            (n, v)
+        })
+        .collect();
+    Cors {
+        status: resp.status(),
+        headers,
+    }
+}
+
 /// A real Zipkin server (in-memory storage) on a free loopback port,
 /// killed when dropped.
 pub struct Zipkin {

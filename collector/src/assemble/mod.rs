@@ -3,9 +3,10 @@
 //!
 //! Annotations are grouped by (trace id, span id) and, inside a span, by the
 //! endpoint that recorded them (service, IP, port): each endpoint's share is
-//! a *side* and becomes one v2 span. A span recorded by a client (`cs`/`cr`)
-//! and a server (`sr`/`ss`) under the same span id, Zipkin v1 style, thus
-//! becomes a CLIENT span and a `shared` SERVER span. The full mapping is in
+//! a *side* (`side.rs`) and becomes one v2 span. A span recorded by a client
+//! (`cs`/`cr`) and a server (`sr`/`ss`) under the same span id, Zipkin v1
+//! style, thus becomes a CLIENT span and a `shared` SERVER span, each with
+//! the other as its remote endpoint (`remote.rs`). The full mapping is in
 //! docs/ARCHITECTURE.md ("Collector").
 //!
 //! A side is emitted once it is *closed* (its closing annotation arrived:
@@ -16,14 +17,24 @@
 //! emits the side again with everything it has (Zipkin merges spans by id).
 //! State is bounded: when `max_open` spans are held the least recently
 //! active one is emitted early and forgotten (counted in `evicted`).
+//!
+//! The hot path allocates little: span keys are hashed with a seeded
+//! folded multiply, endpoints and span names are interned (`intern.rs`),
+//! core events are bits, and the activity order is a queue with lazy
+//! deletion instead of an ordered map.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr};
+mod intern;
+mod remote;
+mod side;
+
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use blkkin::annotation::{hex_id, Annotation, AnnotationValue};
+use blkkin::annotation::Annotation;
 
-use crate::model::{self, Endpoint, Span, SpanKind};
+use crate::model::{Span, SpanKind};
+use intern::{Interner, KeyHash};
+use side::Side;
 
 /// Tuning of a [`SpanAssembler`].
 #[derive(Debug, Clone, Copy)]
@@ -73,211 +84,50 @@ pub struct AssemblerStats {
 /// (trace id, span id).
 type SpanKey = (u64, u64);
 
-/// Annotations values that open and close a side, per kind.
-fn bounds(kind: Option<SpanKind>) -> (&'static str, Option<&'static str>) {
-    match kind {
-        Some(SpanKind::Client) => ("cs", Some("cr")),
-        Some(SpanKind::Server) => ("sr", Some("ss")),
-        Some(SpanKind::Producer) => ("ms", None),
-        Some(SpanKind::Consumer) => ("mr", None),
-        None => (blkkin::START, Some(blkkin::END)),
+/// Parses a 1–16 digit hex id (what `hex_id` writes).
+fn parse_id(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
     }
-}
-
-/// Core and generic events a side can hold, as bits of `Side::seen`.
-const MARKS: [&str; 8] = [
-    "cs",
-    "cr",
-    "sr",
-    "ss",
-    "ms",
-    "mr",
-    blkkin::START,
-    blkkin::END,
-];
-
-fn mark(value: &str) -> u8 {
-    MARKS.iter().position(|m| *m == value).map_or(0, |i| 1 << i)
-}
-
-/// The v2 endpoint of a record's service, IP text and port (`None` when
-/// all are empty).
-fn endpoint(service: &str, ip: Option<&str>, port: u16) -> Option<Endpoint> {
-    let ip = ip.unwrap_or("");
-    let ep = Endpoint {
-        service_name: (!service.is_empty()).then(|| service.to_lowercase()),
-        ipv4: ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
-        ipv6: ip.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
-        port: (port != 0).then_some(port),
-    };
-    (ep != Endpoint::default()).then_some(ep)
-}
-
-/// One endpoint's share of a span.
-#[derive(Debug)]
-struct Side {
-    service: String,
-    ip: Option<String>,
-    port: u16,
-    /// The v2 local endpoint (computed once).
-    endpoint: Option<Endpoint>,
-    /// Lower-cased span name.
-    name: String,
-    /// Which of [`MARKS`] arrived.
-    seen: u8,
-    parent_id: Option<String>,
-    debug: bool,
-    /// (epoch µs, value), in arrival order.
-    events: Vec<(u64, String)>,
-    tags: BTreeMap<String, String>,
-    integer_tags: BTreeSet<String>,
-    /// Earliest timestamp of any annotation (events and key/values).
-    first_ts: u64,
-    /// Has annotations not emitted yet.
-    pending: bool,
-    /// Was emitted at least once.
-    emitted: bool,
-    /// Emit no earlier than this (set once closed).
-    ready_at: Option<Instant>,
-}
-
-impl Side {
-    fn new(a: &Annotation, ts: u64) -> Side {
-        let ip = a.ipv4.clone().or_else(|| a.ipv6.clone());
-        Side {
-            endpoint: endpoint(&a.service_name, ip.as_deref(), a.port),
-            service: a.service_name.clone(),
-            ip,
-            port: a.port,
-            name: a.name.to_lowercase(),
-            seen: 0,
-            parent_id: a.parent_id.clone(),
-            debug: false,
-            events: Vec::new(),
-            tags: BTreeMap::new(),
-            integer_tags: BTreeSet::new(),
-            first_ts: ts,
-            pending: false,
-            emitted: false,
-            ready_at: None,
-        }
-    }
-
-    fn matches(&self, a: &Annotation) -> bool {
-        self.service == a.service_name
-            && self.port == a.port
-            && self.ip.as_deref() == a.ipv4.as_deref().or(a.ipv6.as_deref())
-    }
-
-    /// Whether `value` (one of [`MARKS`]) arrived.
-    fn has(&self, value: &str) -> bool {
-        self.seen & mark(value) != 0
-    }
-
-    fn kind(&self) -> Option<SpanKind> {
-        if self.has("cs") || self.has("cr") {
-            Some(SpanKind::Client)
-        } else if self.has("sr") || self.has("ss") {
-            Some(SpanKind::Server)
-        } else if self.has("ms") {
-            Some(SpanKind::Producer)
-        } else if self.has("mr") {
-            Some(SpanKind::Consumer)
-        } else {
-            None
-        }
-    }
-
-    fn closed(&self) -> bool {
-        let kind = self.kind();
-        match bounds(kind) {
-            (_, Some(end)) => self.has(end),
-            (begin, None) => self.has(begin),
-        }
-    }
-
-    fn take(&mut self, a: &Annotation, ts: u64) {
-        self.first_ts = self.first_ts.min(ts);
-        self.debug |= a.debug;
-        self.pending = true;
-        match (&a.key, &a.value) {
-            (None, AnnotationValue::Text(v)) => {
-                self.seen |= mark(v);
-                self.events.push((ts, v.clone()))
-            }
-            (None, AnnotationValue::Integer(i)) => self.events.push((ts, i.to_string())),
-            (Some(k), AnnotationValue::Text(v)) => {
-                self.integer_tags.remove(k);
-                self.tags.insert(k.clone(), v.clone());
-            }
-            (Some(k), AnnotationValue::Integer(i)) => {
-                self.integer_tags.insert(k.clone());
-                self.tags.insert(k.clone(), i.to_string());
-            }
-        }
-    }
-
-    /// The v2 span of this side; `shared` when a client side of the same
-    /// span id exists.
-    fn to_span(&self, trace_id: &str, id: &str, has_client: bool) -> Span {
-        let kind = self.kind();
-        let (begin, end) = bounds(kind);
-        let first = |v: &str| self.events.iter().find(|(_, e)| e == v).map(|(t, _)| *t);
-        let last = |v: &str| {
-            self.events
-                .iter()
-                .rev()
-                .find(|(_, e)| e == v)
-                .map(|(t, _)| *t)
-        };
-        let begin_ts = first(begin);
-        let timestamp = begin_ts.unwrap_or(self.first_ts);
-        let end_ts = end.and_then(last).filter(|_| begin_ts.is_some());
-        let duration = end_ts.map(|e| e.saturating_sub(timestamp).max(1));
-        let mut annotations: Vec<model::Annotation> = self
-            .events
-            .iter()
-            .filter(|(_, v)| {
-                !(begin_ts.is_some() && v == begin || end_ts.is_some() && Some(v.as_str()) == end)
-            })
-            .map(|(t, v)| model::Annotation {
-                timestamp: *t,
-                value: v.clone(),
-            })
-            .collect();
-        annotations.sort_by_key(|a| a.timestamp);
-        Span {
-            trace_id: trace_id.to_string(),
-            parent_id: self.parent_id.clone(),
-            id: id.to_string(),
-            kind,
-            name: (!self.name.is_empty()).then(|| self.name.clone()),
-            timestamp: Some(timestamp),
-            duration,
-            local_endpoint: self.endpoint.clone(),
-            remote_endpoint: None,
-            annotations,
-            tags: self.tags.clone(),
-            debug: self.debug.then_some(true),
-            shared: (kind == Some(SpanKind::Server) && has_client).then_some(true),
-            integer_tags: self.integer_tags.clone(),
-        }
-    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 #[derive(Debug)]
 struct OpenSpan {
     sides: Vec<Side>,
     last_activity: Instant,
-    /// Its entry in the activity index.
+    /// Its latest entry in the activity queue.
     tick: u64,
 }
 
 impl OpenSpan {
-    fn has_client(&self) -> bool {
-        self.sides
-            .iter()
-            .any(|s| s.kind() == Some(SpanKind::Client))
+    fn side_of(&self, kind: SpanKind) -> Option<&Side> {
+        self.sides.iter().find(|s| s.kind() == Some(kind))
+    }
+
+    /// Emits side `i` into `out`.
+    fn emit(&mut self, i: usize, key: SpanKey, stats: &mut AssemblerStats, out: &mut Vec<Span>) {
+        let kind = self.sides[i].kind();
+        let peer_kind = match kind {
+            Some(SpanKind::Client) => Some(SpanKind::Server),
+            Some(SpanKind::Server) => Some(SpanKind::Client),
+            _ => None,
+        };
+        let peer = peer_kind
+            .and_then(|k| self.side_of(k))
+            .and_then(|s| s.origin.endpoint.as_ref());
+        let has_client = self.side_of(SpanKind::Client).is_some();
+        let side = &self.sides[i];
+        out.push(side.to_span(key, peer, has_client));
+        let side = &mut self.sides[i];
+        if side.emitted {
+            stats.updates += 1;
+        } else {
+            stats.spans += 1;
+        }
+        side.emitted = true;
+        side.pending = false;
+        side.ready_at = None;
     }
 }
 
@@ -285,12 +135,15 @@ impl OpenSpan {
 #[derive(Debug)]
 pub struct SpanAssembler {
     config: AssemblerConfig,
-    open: HashMap<SpanKey, OpenSpan>,
-    /// Activity order: tick → span (oldest first).
-    activity: BTreeMap<u64, SpanKey>,
+    open: HashMap<SpanKey, OpenSpan, KeyHash>,
+    /// Activity order, oldest first: (tick, span). An entry is current only
+    /// while the span's `tick` equals it; stale entries are skipped, and
+    /// dropped in bulk when they outnumber the spans.
+    activity: VecDeque<(u64, SpanKey)>,
     next_tick: u64,
     /// Closed sides waiting for their linger, in time order.
     ready: VecDeque<(Instant, SpanKey)>,
+    interner: Interner,
     stats: AssemblerStats,
 }
 
@@ -302,10 +155,11 @@ impl SpanAssembler {
                 max_open: config.max_open.max(1),
                 ..config
             },
-            open: HashMap::new(),
-            activity: BTreeMap::new(),
+            open: HashMap::with_hasher(KeyHash::new()),
+            activity: VecDeque::new(),
             next_tick: 0,
             ready: VecDeque::new(),
+            interner: Interner::new(),
             stats: AssemblerStats::default(),
         }
     }
@@ -328,35 +182,34 @@ impl SpanAssembler {
             self.stats.untimed += 1;
             return;
         };
-        let (Ok(trace), Ok(id)) = (
-            u64::from_str_radix(&a.trace_id, 16),
-            u64::from_str_radix(&a.id, 16),
-        ) else {
+        let (Some(trace), Some(id)) = (parse_id(&a.trace_id), parse_id(&a.id)) else {
             self.stats.malformed += 1;
             return;
         };
         let key = (trace, id);
-        if !self.open.contains_key(&key) && self.open.len() >= self.config.max_open {
-            if let Some((_, oldest)) = self.activity.pop_first() {
+        if self.open.len() >= self.config.max_open && !self.open.contains_key(&key) {
+            if let Some(oldest) = self.pop_oldest() {
                 self.stats.evicted += 1;
                 self.finish(oldest, out);
             }
         }
         let tick = self.next_tick;
         self.next_tick += 1;
-        let span = self.open.entry(key).or_insert(OpenSpan {
-            sides: Vec::new(),
+        let span = self.open.entry(key).or_insert_with(|| OpenSpan {
+            sides: Vec::with_capacity(2),
             last_activity: now,
             tick,
         });
-        self.activity.remove(&span.tick);
-        self.activity.insert(tick, key);
         span.tick = tick;
         span.last_activity = now;
-        let side = match span.sides.iter().position(|s| s.matches(a)) {
+        self.activity.push_back((tick, key));
+        let side = match span.sides.iter().position(|s| s.origin.matches(a)) {
             Some(i) => &mut span.sides[i],
             None => {
-                span.sides.push(Side::new(a, ts));
+                let origin = self.interner.origin(a);
+                let name = self.interner.name(&a.name);
+                let parent = a.parent_id.as_deref().and_then(parse_id).unwrap_or(0);
+                span.sides.push(Side::new(origin, name, parent, ts));
                 span.sides.last_mut().expect("just pushed")
             }
         };
@@ -366,42 +219,64 @@ impl SpanAssembler {
             side.ready_at = Some(at);
             self.ready.push_back((at, key));
         }
+        if self.activity.len() > 2 * self.open.len() + 1024 {
+            self.compact_activity();
+        }
+    }
+
+    /// Drops stale activity entries (spans forgotten or active since).
+    fn compact_activity(&mut self) {
+        let open = &self.open;
+        self.activity
+            .retain(|(tick, key)| open.get(key).is_some_and(|s| s.tick == *tick));
+    }
+
+    /// The least recently active span, removed from the activity queue.
+    fn pop_oldest(&mut self) -> Option<SpanKey> {
+        while let Some((tick, key)) = self.activity.pop_front() {
+            if self.open.get(&key).is_some_and(|s| s.tick == tick) {
+                return Some(key);
+            }
+        }
+        None
     }
 
     /// Emits what is due at `now`: closed sides whose linger passed, and
     /// sides of spans idle for the idle timeout (which are then forgotten).
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Span>) {
-        while let Some((at, _)) = self.ready.front() {
-            if *at > now {
+        while let Some(&(at, key)) = self.ready.front() {
+            if at > now {
                 break;
             }
-            let (_, key) = self.ready.pop_front().expect("front exists");
+            self.ready.pop_front();
             if let Some(span) = self.open.get_mut(&key) {
-                let has_client = span.has_client();
-                for side in &mut span.sides {
+                for i in 0..span.sides.len() {
+                    let side = &span.sides[i];
                     if side.pending && side.ready_at.is_some_and(|r| r <= now) {
-                        Self::emit(&mut self.stats, side, key, has_client, out);
+                        span.emit(i, key, &mut self.stats, out);
                     }
                 }
             }
         }
-        while let Some((_, key)) = self.activity.first_key_value() {
-            let idle = self
-                .open
-                .get(key)
-                .is_none_or(|s| s.last_activity + self.config.idle_timeout <= now);
-            if !idle {
-                break;
+        while let Some(&(tick, key)) = self.activity.front() {
+            match self.open.get(&key) {
+                Some(s) if s.tick == tick => {
+                    if s.last_activity + self.config.idle_timeout > now {
+                        break;
+                    }
+                    self.activity.pop_front();
+                    self.finish(key, out);
+                }
+                _ => {
+                    self.activity.pop_front(); // stale
+                }
             }
-            let (_, key) = self.activity.pop_first().expect("first exists");
-            self.finish(key, out);
         }
     }
 
     /// Emits everything still pending (at shutdown) and forgets all spans.
     pub fn flush(&mut self, out: &mut Vec<Span>) {
-        let keys: Vec<SpanKey> = self.activity.values().copied().collect();
-        for key in keys {
+        while let Some(key) = self.pop_oldest() {
             self.finish(key, out);
         }
         self.activity.clear();
@@ -411,35 +286,15 @@ impl SpanAssembler {
     /// Emits the pending sides of a span and forgets it.
     fn finish(&mut self, key: SpanKey, out: &mut Vec<Span>) {
         if let Some(mut span) = self.open.remove(&key) {
-            self.activity.remove(&span.tick);
-            let has_client = span.has_client();
-            for side in &mut span.sides {
-                if side.pending {
-                    if !side.closed() {
+            for i in 0..span.sides.len() {
+                if span.sides[i].pending {
+                    if !span.sides[i].closed() {
                         self.stats.incomplete += 1;
                     }
-                    Self::emit(&mut self.stats, side, key, has_client, out);
+                    span.emit(i, key, &mut self.stats, out);
                 }
             }
         }
-    }
-
-    fn emit(
-        stats: &mut AssemblerStats,
-        side: &mut Side,
-        key: SpanKey,
-        has_client: bool,
-        out: &mut Vec<Span>,
-    ) {
-        out.push(side.to_span(&hex_id(key.0), &hex_id(key.1), has_client));
-        if side.emitted {
-            stats.updates += 1;
-        } else {
-            stats.spans += 1;
-        }
-        side.emitted = true;
-        side.pending = false;
-        side.ready_at = None;
     }
 }
 
@@ -605,6 +460,8 @@ impl SpanAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model;
+    use blkkin::annotation::AnnotationValue;
     use blkkin::ring::layout::Kind;
 
     const T: &str = "00000000000000aa";
@@ -774,6 +631,9 @@ mod tests {
                 value: "journal".into()
             }]
         );
+        // Each side is the other's remote endpoint (Zipkin's sa / ca).
+        assert_eq!(client.remote_endpoint, server.local_endpoint);
+        assert_eq!(server.remote_endpoint, client.local_endpoint);
         assert_eq!(server.tags["bytes"], "-4096");
         assert_eq!(server.tags["object"], "obj_1");
         assert!(server.integer_tags.contains("bytes"));
@@ -952,5 +812,95 @@ mod tests {
         assert_eq!(sp.parent_id, None);
         assert_eq!(sp.name, None);
         assert_eq!(sp.local_endpoint, None);
+    }
+
+    #[test]
+    fn address_annotations_give_the_remote_endpoint_and_bad_ones_stay_tags() {
+        let mut asm = SpanAssembler::new(cfg());
+        let s = "00000000000000f4";
+        let text = |a, k: &str, v: &str| kv(a, k, AnnotationValue::Text(v.into()));
+        let anns = [
+            ann(s, "client", "10.0.0.1", 1, 100, "cs"),
+            text(
+                ann(s, "client", "10.0.0.1", 1, 101, ""),
+                "sa",
+                "OSD@10.0.0.9:6800",
+            ),
+            ann(s, "client", "10.0.0.1", 1, 190, "cr"),
+            // A local span naming its peer, and one with a bad address.
+            ann("00000000000000f5", "mapper", "10.0.0.3", 0, 100, "start"),
+            text(
+                ann("00000000000000f5", "mapper", "10.0.0.3", 0, 101, ""),
+                "sa",
+                "blocker@10.0.0.4",
+            ),
+            ann("00000000000000f5", "mapper", "10.0.0.3", 0, 150, "end"),
+            ann("00000000000000f6", "mapper", "10.0.0.3", 0, 100, "start"),
+            text(
+                ann("00000000000000f6", "mapper", "10.0.0.3", 0, 101, ""),
+                "sa",
+                "not an address",
+            ),
+            ann("00000000000000f6", "mapper", "10.0.0.3", 0, 150, "end"),
+        ];
+        let out = run(&mut asm, &anns, Instant::now());
+        assert_eq!(out.len(), 3);
+        let client = &out[0];
+        let remote = client.remote_endpoint.as_ref().unwrap();
+        assert_eq!(remote.service_name.as_deref(), Some("osd"));
+        assert_eq!(
+            (remote.ipv4.as_deref(), remote.port),
+            (Some("10.0.0.9"), Some(6800))
+        );
+        assert!(client.tags.is_empty(), "an address is not a tag");
+        let local = &out[1];
+        assert_eq!(
+            local.kind, None,
+            "sa does not make a client span (as Zipkin)"
+        );
+        let remote = local.remote_endpoint.as_ref().unwrap();
+        assert_eq!(remote.service_name.as_deref(), Some("blocker"));
+        assert_eq!(out[2].remote_endpoint, None);
+        assert_eq!(out[2].tags["sa"], "not an address");
+    }
+
+    #[test]
+    fn a_loopback_rpc_keeps_the_peer_address_without_its_service_name() {
+        let mut asm = SpanAssembler::new(cfg());
+        let s = "00000000000000f7";
+        let anns = [
+            ann(s, "osd", "10.0.0.2", 5000, 100, "cs"),
+            ann(s, "osd", "10.0.0.2", 6800, 110, "sr"),
+            ann(s, "osd", "10.0.0.2", 6800, 120, "ss"),
+            ann(s, "osd", "10.0.0.2", 5000, 130, "cr"),
+        ];
+        let out = run(&mut asm, &anns, Instant::now());
+        assert_eq!(out.len(), 2);
+        for sp in &out {
+            let remote = sp.remote_endpoint.as_ref().unwrap();
+            assert_eq!(remote.service_name, None, "no self-link");
+            let want = if sp.kind == Some(SpanKind::Client) {
+                6800
+            } else {
+                5000
+            };
+            assert_eq!(remote.port, Some(want));
+        }
+    }
+
+    #[test]
+    fn stale_activity_entries_are_compacted_and_idle_spans_still_expire() {
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let s = "00000000000000f8";
+        for i in 0..5000 {
+            asm.add(&ann(s, "c", "10.0.0.1", 1, 100 + i, "tick"), t0, &mut out);
+        }
+        assert!(asm.activity.len() <= 2 * asm.open_spans() + 1024 + 1);
+        asm.poll(t0 + Duration::from_secs(10), &mut out);
+        assert_eq!(asm.open_spans(), 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].annotations.len(), 5000);
     }
 }
