@@ -79,20 +79,25 @@ fn raw_ip(a: &Annotation) -> Option<&str> {
 }
 
 impl Origin {
-    fn of(a: &Annotation) -> Origin {
-        let ip = raw_ip(a).unwrap_or("");
+    fn of(service: &str, ip: Option<&str>, port: u16) -> Origin {
+        let text = ip.unwrap_or("");
         let ep = Endpoint {
-            service_name: (!a.service_name.is_empty()).then(|| a.service_name.to_lowercase()),
-            ipv4: ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
-            ipv6: ip.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
-            port: (a.port != 0).then_some(a.port),
+            service_name: (!service.is_empty()).then(|| service.to_lowercase()),
+            ipv4: text.parse::<Ipv4Addr>().ok().map(|a| a.to_string()),
+            ipv6: text.parse::<Ipv6Addr>().ok().map(|a| a.to_string()),
+            port: (port != 0).then_some(port),
         };
         Origin {
-            service: a.service_name.as_str().into(),
-            ip: raw_ip(a).map(Into::into),
-            port: a.port,
+            service: service.into(),
+            ip: ip.map(Into::into),
+            port,
             endpoint: (ep != Endpoint::default()).then_some(ep),
         }
+    }
+
+    /// (service name, IP text, port) as recorded.
+    pub(super) fn parts(&self) -> (&str, Option<&str>, u16) {
+        (&self.service, self.ip.as_deref(), self.port)
     }
 
     /// Whether `a` was recorded here.
@@ -121,16 +126,24 @@ impl Interner {
 
     /// The origin of `a`, shared with earlier sides recorded there.
     pub(super) fn origin(&mut self, a: &Annotation) -> Arc<Origin> {
-        let h = self
-            .hash
-            .hash_one((a.service_name.as_str(), raw_ip(a), a.port));
-        if let Some(o) = self.origins.get(&h).filter(|o| o.matches(a)) {
+        self.origin_of(&a.service_name, raw_ip(a), a.port)
+    }
+
+    /// The origin (service name, IP text, port), shared with earlier sides
+    /// recorded there.
+    pub(super) fn origin_of(&mut self, service: &str, ip: Option<&str>, port: u16) -> Arc<Origin> {
+        let h = self.hash.hash_one((service, ip, port));
+        if let Some(o) = self
+            .origins
+            .get(&h)
+            .filter(|o| o.parts() == (service, ip, port))
+        {
             return o.clone();
         }
         if self.origins.len() >= MAX_INTERNED {
             self.origins.clear();
         }
-        let o = Arc::new(Origin::of(a));
+        let o = Arc::new(Origin::of(service, ip, port));
         self.origins.insert(h, o.clone());
         o
     }

@@ -27,7 +27,7 @@ mod intern;
 mod remote;
 mod side;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use blkkin::annotation::Annotation;
@@ -337,8 +337,8 @@ pub struct SideSnapshot {
     pub name: String,
     /// Core and generic events seen (bit set).
     pub seen: u8,
-    /// Parent span id.
-    pub parent_id: Option<String>,
+    /// Parent span id (0 for a root).
+    pub parent_id: u64,
     /// Debug flag.
     pub debug: bool,
     /// (epoch µs, value) in arrival order.
@@ -347,6 +347,9 @@ pub struct SideSnapshot {
     pub tags: BTreeMap<String, String>,
     /// Tags whose value is an integer.
     pub integer_tags: BTreeSet<String>,
+    /// Address annotations (`sa`, `ca`, `ma`) as recorded: (key, value).
+    #[serde(default)]
+    pub addresses: Vec<(String, String)>,
     /// Earliest timestamp.
     pub first_ts: u64,
     /// Has annotations not emitted yet.
@@ -360,35 +363,20 @@ pub struct SideSnapshot {
 impl SpanAssembler {
     /// The open spans at `now` (see [`SpanAssembler::restore`]).
     pub fn snapshot(&self, now: Instant) -> AssemblerSnapshot {
-        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let spans = self
             .activity
-            .values()
-            .filter_map(|key| self.open.get(key).map(|span| (key, span)))
+            .iter()
+            .filter_map(|(tick, key)| {
+                self.open
+                    .get(key)
+                    .filter(|s| s.tick == *tick)
+                    .map(|span| (key, span))
+            })
             .map(|(key, span)| SpanSnapshot {
                 trace_id: key.0,
                 span_id: key.1,
-                idle_ms: ms(now.saturating_duration_since(span.last_activity)),
-                sides: span
-                    .sides
-                    .iter()
-                    .map(|side| SideSnapshot {
-                        service: side.service.clone(),
-                        ip: side.ip.clone(),
-                        port: side.port,
-                        name: side.name.clone(),
-                        seen: side.seen,
-                        parent_id: side.parent_id.clone(),
-                        debug: side.debug,
-                        events: side.events.clone(),
-                        tags: side.tags.clone(),
-                        integer_tags: side.integer_tags.clone(),
-                        first_ts: side.first_ts,
-                        pending: side.pending,
-                        emitted: side.emitted,
-                        ready_in_ms: side.ready_at.map(|r| ms(r.saturating_duration_since(now))),
-                    })
-                    .collect(),
+                idle_ms: millis(now.saturating_duration_since(span.last_activity)),
+                sides: span.sides.iter().map(|side| side.snapshot(now)).collect(),
             })
             .collect();
         AssemblerSnapshot { spans }
@@ -410,51 +398,41 @@ impl SpanAssembler {
             let last_activity = now
                 .checked_sub(Duration::from_millis(span.idle_ms))
                 .unwrap_or(now);
+            let interner = &mut asm.interner;
             let sides = span
                 .sides
                 .into_iter()
                 .map(|s| {
-                    let ready_at = s.ready_in_ms.map(|ms| now + Duration::from_millis(ms));
-                    if let Some(at) = ready_at {
+                    let origin = interner.origin_of(&s.service, s.ip.as_deref(), s.port);
+                    let name = interner.name(&s.name);
+                    let side = Side::restore(s, origin, name, now);
+                    if let Some(at) = side.ready_at {
                         ready.push((at, key));
                     }
-                    Side {
-                        endpoint: endpoint(&s.service, s.ip.as_deref(), s.port),
-                        service: s.service,
-                        ip: s.ip,
-                        port: s.port,
-                        name: s.name,
-                        seen: s.seen,
-                        parent_id: s.parent_id,
-                        debug: s.debug,
-                        events: s.events,
-                        tags: s.tags,
-                        integer_tags: s.integer_tags,
-                        first_ts: s.first_ts,
-                        pending: s.pending,
-                        emitted: s.emitted,
-                        ready_at,
-                    }
+                    side
                 })
                 .collect();
             let tick = asm.next_tick;
             asm.next_tick += 1;
-            asm.activity.insert(tick, key);
-            if let Some(old) = asm.open.insert(
+            asm.activity.push_back((tick, key));
+            asm.open.insert(
                 key,
                 OpenSpan {
                     sides,
                     last_activity,
                     tick,
                 },
-            ) {
-                asm.activity.remove(&old.tick);
-            }
+            );
         }
         ready.sort();
         asm.ready = ready.into();
         (asm, skip)
     }
+}
+
+/// Whole milliseconds of `d`, saturating.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 #[cfg(test)]
@@ -528,6 +506,13 @@ mod tests {
         .collect();
         let size = ann(s, "osd", "10.0.0.2", 6800, 1016, "");
         first.push(kv(size, "bytes", AnnotationValue::Integer(-4096)));
+        // An address annotation (kept apart from tags) survives too.
+        let ca = ann(s, "osd", "10.0.0.2", 6800, 1012, "");
+        first.push(kv(
+            ca,
+            "ca",
+            AnnotationValue::Text("rbd-client@10.0.0.9:4242".into()),
+        ));
         let rest = [ann(s, "Client", "10.0.0.1", 5000, 1030, "cr")];
         let mut original = SpanAssembler::new(cfg());
         let mut out = Vec::new();
@@ -537,6 +522,7 @@ mod tests {
         assert!(out.is_empty());
         let snap = original.snapshot(t0);
         let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains("rbd-client@10.0.0.9:4242"), "{json}");
         let back: AssemblerSnapshot = serde_json::from_str(&json).unwrap();
         assert_eq!(back, snap);
         let (mut restored, skipped) = SpanAssembler::restore(cfg(), back, t0);

@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::model::{Endpoint, SpanKind};
 
 /// Address annotation keys, in the order of [`Addresses`].
-const KEYS: [&str; 3] = ["sa", "ca", "ma"];
+pub(super) const KEYS: [&str; 3] = ["sa", "ca", "ma"];
 
 /// The address annotations of one side: (parsed, original text) per key.
 pub(super) type Addresses = [Option<(Endpoint, String)>; 3];

@@ -8,6 +8,7 @@ use blkkin::annotation::{Annotation, AnnotationValue};
 
 use super::intern::Origin;
 use super::remote::{self, Addresses};
+use super::SideSnapshot;
 use crate::model::{self, Endpoint, Span, SpanKind};
 
 /// Core and generic events a side can hold; bit `i` of `Side::seen` stands
@@ -124,6 +125,85 @@ impl Side {
             pending: false,
             emitted: false,
             ready_at: None,
+        }
+    }
+
+    /// This side as plain data, times relative to `now` (checkpoints).
+    pub(super) fn snapshot(&self, now: Instant) -> SideSnapshot {
+        let (service, ip, port) = self.origin.parts();
+        SideSnapshot {
+            service: service.to_string(),
+            ip: ip.map(str::to_string),
+            port,
+            name: self.name.to_string(),
+            seen: self.seen,
+            parent_id: self.parent_id,
+            debug: self.debug,
+            events: self
+                .events
+                .iter()
+                .map(|(ts, e)| (*ts, e.as_str().to_string()))
+                .collect(),
+            tags: self.tags.clone(),
+            integer_tags: self.integer_tags.clone(),
+            addresses: self
+                .addresses
+                .iter()
+                .flat_map(|a| a.iter().enumerate())
+                .filter_map(|(slot, a)| {
+                    a.as_ref()
+                        .map(|(_, raw)| (remote::KEYS[slot].to_string(), raw.clone()))
+                })
+                .collect(),
+            first_ts: self.first_ts,
+            pending: self.pending,
+            emitted: self.emitted,
+            ready_in_ms: self
+                .ready_at
+                .map(|r| super::millis(r.saturating_duration_since(now))),
+        }
+    }
+
+    /// The side a [`SideSnapshot`] describes, recorded at `origin` under
+    /// `name` (interned by the caller), its linger carried on from `now`.
+    pub(super) fn restore(
+        s: SideSnapshot,
+        origin: Arc<Origin>,
+        name: Arc<str>,
+        now: Instant,
+    ) -> Side {
+        let mut addresses: Option<Box<Addresses>> = None;
+        for (key, raw) in s.addresses {
+            if let (Some(slot), Some(ep)) = (remote::slot(&key), remote::parse_address(&raw)) {
+                addresses.get_or_insert_default()[slot] = Some((ep, raw));
+            }
+        }
+        Side {
+            origin,
+            name,
+            seen: s.seen,
+            parent_id: s.parent_id,
+            debug: s.debug,
+            events: s
+                .events
+                .into_iter()
+                .map(|(ts, v)| {
+                    let event = match mark(&v) {
+                        0 => Event::Text(v),
+                        bit => Event::Mark(bit),
+                    };
+                    (ts, event)
+                })
+                .collect(),
+            tags: s.tags,
+            integer_tags: s.integer_tags,
+            addresses,
+            first_ts: s.first_ts,
+            pending: s.pending,
+            emitted: s.emitted,
+            ready_at: s
+                .ready_in_ms
+                .map(|ms| now + std::time::Duration::from_millis(ms)),
         }
     }
 
