@@ -5,116 +5,12 @@
 
 mod archive_support;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use archive_support::minihdfs::{skip_hdfs, Hdfs};
 use archive_support::*;
 use blkkin_collector::analyze::{self, AnalyzeOptions};
 use blkkin_collector::archive::{
     layout, ArchiveConfig, ArchiveLocation, ArchiveWriter, Compression, HdfsConfig, HdfsFs,
 };
-use serde_json::Value;
-
-/// A running HDFS, stopped on drop.
-struct Hdfs {
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/hdfs.sh")
-}
-
-impl Hdfs {
-    fn start() -> Hdfs {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("hdfs");
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(&state)
-            .output()
-            .expect("run scripts/hdfs.sh");
-        let mut hdfs = Hdfs {
-            state,
-            _dir: dir,
-            env: HashMap::new(),
-        };
-        assert!(
-            out.status.success(),
-            "scripts/hdfs.sh start failed (set BLKKIN_SKIP_HDFS=1 to skip):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        hdfs.reload_env();
-        hdfs
-    }
-
-    fn reload_env(&mut self) {
-        let text = std::fs::read_to_string(self.state.join("cluster.env")).unwrap();
-        self.env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    }
-
-    fn url(&self) -> String {
-        self.env["NAMENODE_URL"].clone()
-    }
-
-    fn restart_namenode(&mut self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("restart-namenode")
-            .arg(&self.state)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "restart-namenode: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let before = self.url();
-        self.reload_env();
-        assert_eq!(self.url(), before, "the NameNode came back on its port");
-    }
-
-    fn webhdfs(&self, path: &str, op: &str) -> ureq::Response {
-        let url = format!(
-            "http://127.0.0.1:{}/webhdfs/v1{path}?op={op}&user.name=blkkin",
-            self.env["WEBHDFS_PORT"]
-        );
-        ureq::get(&url)
-            .call()
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-    }
-
-    /// Every file under `dir`, recursively, through WebHDFS LISTSTATUS.
-    fn webhdfs_list(&self, dir: &str, out: &mut Vec<String>) {
-        let body = self.webhdfs(dir, "LISTSTATUS").into_string().unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        for st in v["FileStatuses"]["FileStatus"].as_array().unwrap() {
-            let path = format!("{dir}/{}", st["pathSuffix"].as_str().unwrap());
-            if st["type"] == "DIRECTORY" {
-                self.webhdfs_list(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-}
-
-impl Drop for Hdfs {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.state)
-            .status();
-    }
-}
 
 fn hdfs_fs(h: &Hdfs, root: &str) -> HdfsFs {
     HdfsFs::connect(HdfsConfig {
@@ -141,8 +37,7 @@ fn open_writer(h: &Hdfs, root: &str, c: &ArchiveConfig) -> ArchiveWriter<HdfsFs>
 
 #[test]
 fn archive_on_real_hdfs() {
-    if std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1") {
-        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING the real-HDFS archive test");
+    if skip_hdfs("the real-HDFS archive test") {
         return;
     }
     let started = std::time::Instant::now();
@@ -222,16 +117,11 @@ fn archive_on_real_hdfs() {
 
     // analyze straight from HDFS agrees with the numbers computed here.
     let t = std::time::Instant::now();
-    let report = analyze::run(&AnalyzeOptions {
-        location: ArchiveLocation::Hdfs(HdfsConfig {
-            namenode_url: hdfs.url(),
-            root: root.into(),
-            user: None,
-        }),
-        from_micros: None,
-        to_micros: None,
-        slowest: 10,
-    })
+    let report = analyze::run(&AnalyzeOptions::new(ArchiveLocation::Hdfs(HdfsConfig {
+        namenode_url: hdfs.url(),
+        root: root.into(),
+        user: None,
+    })))
     .unwrap();
     eprintln!(
         "analyze over HDFS: {} spans in {:?}",

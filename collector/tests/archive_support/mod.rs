@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod minihdfs;
+
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 
