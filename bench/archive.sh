@@ -15,7 +15,9 @@
 #
 # Environment: SPANS (default 2000000), PER_HOUR (1000000), COMPRESSION
 # (none), BENCH_WORK (scratch directory, default a temporary one; needs
-# about 2 × 0.6 GB per 2 M spans).
+# about 2 × 0.6 GB per 2 M spans), PROFILE (cargo profile, default
+# bench-fast; `dev` for a quick check of the script, whose numbers mean
+# nothing), OUT (default bench/results/archive.json).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +25,8 @@ RESULTS="$ROOT/bench/results"
 SPANS="${SPANS:-2000000}"
 PER_HOUR="${PER_HOUR:-1000000}"
 COMPRESSION="${COMPRESSION:-none}"
+PROFILE="${PROFILE:-bench-fast}"
+OUT="${OUT:-$RESULTS/archive.json}"
 log() { echo "[bench archive] $*" >&2; }
 mkdir -p "$RESULTS"
 
@@ -36,9 +40,12 @@ trap cleanup EXIT
 
 TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-log "building blkkin-archive-bench (profile bench-fast)"
-cargo build --profile bench-fast -q -p blkkin-archive-bench --manifest-path "$ROOT/Cargo.toml"
-BIN="$TARGET/bench-fast/blkkin-archive-bench"
+log "building blkkin-archive-bench (profile $PROFILE)"
+cargo build --profile "$PROFILE" -q -p blkkin-archive-bench --manifest-path "$ROOT/Cargo.toml"
+case "$PROFILE" in
+dev) BIN="$TARGET/debug/blkkin-archive-bench" ;;
+*) BIN="$TARGET/$PROFILE/blkkin-archive-bench" ;;
+esac
 
 log "starting HDFS (scripts/hdfs.sh)"
 bash "$ROOT/scripts/hdfs.sh" fetch >&2
@@ -50,7 +57,7 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 	--compression "$COMPRESSION" >"$WORK/runs.jsonl"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$WORK/runs.jsonl" "$RESULTS/archive.json" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
+python3 - "$WORK/runs.jsonl" "$OUT" "$LOAD_BEFORE" "$LOAD_AFTER" "$PROFILE" <<'PY'
 import datetime, json, os, platform, subprocess, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def sh(cmd):
@@ -61,7 +68,8 @@ out = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "machine": f"{os.cpu_count()} vCPU {model}, {platform.system()} {platform.release()}; "
                f"{sh('rustc --version')}; {java}",
-    "profile": "bench-fast (opt-level 3, lto off, codegen-units 16)",
+    "profile": {"bench-fast": "bench-fast (opt-level 3, no LTO, 16 codegen units)",
+                "release": "release (opt-level 3, thin LTO, 1 codegen unit)"}.get(sys.argv[5], sys.argv[5]),
     "hdfs": "MiniDFSCluster (hadoop-minicluster 3.4.1), 1 NameNode + 1 DataNode, replication 1, loopback",
     "loadavg_before": sys.argv[3],
     "loadavg_after": sys.argv[4],
@@ -71,4 +79,4 @@ with open(sys.argv[2], "w") as f:
     json.dump(out, f, indent=1)
     f.write("\n")
 PY
-log "results in bench/results/archive.json"
+log "results in $OUT"

@@ -323,6 +323,9 @@ def archive_section(a):
       f"build profile {a['profile']}. Machine: {a['machine']}. HDFS: {a['hdfs']}. "
       f"Load average before/after: {a['loadavg_before']} / {a['loadavg_after']} (2 vCPUs shared "
       "with other work, so these are lower bounds).")
+    if a["profile"] == "dev":
+        w("")
+        w("**Debug build (PROFILE=dev): a check of the script; these numbers say nothing about speed.**")
     w("")
     writes = [r for r in a["runs"] if r["bench"] == "archive_write"]
     analyzes = {r["target"]: r for r in a["runs"] if r["bench"] == "archive_analyze"}
