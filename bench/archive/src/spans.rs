@@ -58,7 +58,7 @@ impl DemoSpans {
             T0 + ((n * SPANS_PER_TRACE) as u128 * HOUR_US as u128 / self.per_hour as u128) as u64;
         let trace_id = format!("{:016x}{:016x}", 0xb1c0_u64, n + 1);
         let id = |k: u64| format!("{:016x}", (n + 1) * 8 + k);
-        let write = n % 3 == 0;
+        let write = n.is_multiple_of(3);
         let op = if write { "write" } else { "read" };
         let failed = n % 25 == 24;
         let slow = n % 10 == 9;

@@ -36,8 +36,8 @@ pub fn parse_time_at(s: &str, now_micros: u64) -> Result<u64, AnalyzeError> {
             .checked_sub(back)
             .ok_or_else(|| bad("before 1970"));
     }
-    let secs = rfc3339_micros(s).map_err(|why| bad(why))?;
-    u64::try_from(secs).map_err(|_| bad("before 1970"))
+    let micros = rfc3339_micros(s).map_err(&bad)?;
+    u64::try_from(micros).map_err(|_| bad("before 1970"))
 }
 
 /// `1h30m` → microseconds.
