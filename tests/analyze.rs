@@ -187,6 +187,8 @@ fn json_and_csv_agree_with_statistics_computed_by_hand() {
         .filter(|s| s.local_endpoint.as_ref().unwrap().service_name.as_deref() == Some("osd"))
         .cloned()
         .collect();
+    // (A range given, from 0: all spans, but no slowest-trace check here;
+    // collector/tests/archive.rs checks the slowest traces of a selection.)
     check_json(&json, &journal, Some(0), None, 10);
     let table = stdout_of(&blkkin(&[archive, "--service", "osd"]));
     assert!(
