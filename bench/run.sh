@@ -24,8 +24,9 @@
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
-#   archive   span archive → HDFS/local and analyze (about 5 minutes after a
-#             first build of about 10 minutes)
+#   archive   span archive → HDFS/local and analyze (a few minutes, after a
+#             first build of DataFusion & co. that takes tens of minutes on
+#             2 vCPUs)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
