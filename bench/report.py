@@ -4,6 +4,7 @@
   record.jsonl   record-path benchmarks (one JSON line per measurement)
   pipeline.json  consumer → relay benchmarks (bench/pipeline.py)
   collector.json collector benchmarks (bench/collector.sh)
+  archive.json   span archive into HDFS / a local directory, analyze (bench/archive.sh)
 
 Either part may be re-run alone (`bash bench/run.sh record|pipeline`); the
 report is always written from both files. Every number in the report comes
@@ -60,6 +61,7 @@ def main(results_dir, dst):
     for name, render, title in [
         ("pipeline", pipeline_section, "Pipeline: rings → consumer → relay (issue 3)"),
         ("collector", collector_section, "Collector (issue 4)"),
+        ("archive", archive_section, "Span archive (issue 6)"),
     ]:
         path = os.path.join(results_dir, f"{name}.json")
         if os.path.exists(path):
@@ -359,6 +361,52 @@ def collector_section(c):
             f"Collector totals: `{m['collector_totals']}`", ""]
     rss = " ".join(f"{t:.0f}s:{b / (1 << 20):.0f}" for t, b in m["samples"])
     out += [f"RSS over time (s:MiB): {rss}", ""]
+
+
+def archive_section(a):
+    """The span archive section (issue 6), from bench/archive.sh's JSON."""
+    out = ["## Span archive: HDFS and local NDJSON, `analyze` (issue 6)", ""]
+    w = out.append
+    w(f"Measured by `bench/archive.sh` (through `bash bench/run.sh archive`) on {a['date']}, "
+      f"build profile {a['profile']}. Machine: {a['machine']}. HDFS: {a['hdfs']}. "
+      f"Load average before/after: {a['loadavg_before']} / {a['loadavg_after']} (2 vCPUs shared "
+      "with other work, so these are lower bounds).")
+    if a["profile"] == "dev":
+        w("")
+        w("**Debug build (PROFILE=dev): a check of the script; these numbers say nothing about speed.**")
+    w("")
+    writes = [r for r in a["runs"] if r["bench"] == "archive_write"]
+    analyzes = {r["target"]: r for r in a["runs"] if r["bench"] == "archive_analyze"}
+    if writes:
+        r0 = writes[0]
+        w(f"Demo-like spans (the traces of `blkkin demo`: client → volume → mapper → blocker, 7 spans per "
+          f"request, RPC kinds, tags, annotations; {r0['bytes_per_span']:.0f} bytes of NDJSON per span) "
+          f"through `ArchiveWriter` (`append` of {r0['batch']} spans, commit every {r0['roll_mib']} MiB: "
+          "close/fsync, manifest, rename), timed inside the writer (span generation excluded). "
+          "Target: ≥ 100 k spans/s into HDFS.")
+        w("")
+        w("| into | compression | spans | seconds | spans/s | NDJSON MB/s | written MB/s | commits | files | target |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in writes:
+            target = ("met" if r["spans_per_s"] >= 100e3 else "**not met**") if r["target"] == "hdfs" else ""
+            w(f"| {r['target']} | {r['compression']} | {r['spans']:,} | {r['seconds']:.2f} | "
+              f"{r['spans_per_s'] / 1e3:.0f} k | {r['ndjson_mb_per_s']:.0f} | {r['written_mb_per_s']:.0f} | "
+              f"{r['commits']} | {r['files']} | {target} |")
+        w("")
+    if analyzes:
+        w("`analyze` over the first hour of each archive (its other hour is pruned by the time range): "
+          "read, decode with Arrow's JSON reader, then the operations, count and slowest-traces queries in "
+          "DataFusion.")
+        w("")
+        w("| from | spans | files | MB read | seconds | spans/s |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for t, r in analyzes.items():
+            w(f"| {t} | {r['spans']:,} | {r['files']} | {r['bytes'] / 1e6:.0f} | {r['seconds']:.2f} | "
+              f"{r['spans_per_s'] / 1e3:.0f} k |")
+        w("")
+    w("Reproduce: `bash bench/run.sh archive` (SPANS, PER_HOUR, COMPRESSION in the environment); raw "
+      "numbers in `bench/results/archive.json`.")
+    w("")
     return out
 
 

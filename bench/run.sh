@@ -17,15 +17,20 @@
 # report is always written from both.
 #
 # The collector benchmarks (bench/collector.sh: assembly + encoding per
-# core, record → queryable in the embedded store, memory bound) run only
-# when asked: `bash bench/run.sh collector` (results in
-# bench/results/collector.json).
+# core, record → queryable in the embedded store, memory bound) and the span
+# archive benchmark (bench/archive.sh: demo-like spans into a real HDFS and a
+# local directory, then `analyze` over 1 M spans) run only when asked:
+# `bash bench/run.sh collector|archive` (results in collector.json,
+# archive.json, kept like the others).
 #
-# usage: bash bench/run.sh [all|record|pipeline|collector|report]
+# usage: bash bench/run.sh [all|record|pipeline|collector|archive|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
 #   collector collector benchmarks only (about 5 minutes after the release build)
+#   archive   span archive → HDFS/local and analyze (a few minutes, after a
+#             first build of DataFusion & co. that takes tens of minutes on
+#             2 vCPUs)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
@@ -34,9 +39,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | collector | report) ;;
+all | record | pipeline | collector | archive | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|collector|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|report]" >&2
 	exit 2
 	;;
 esac
@@ -60,6 +65,11 @@ run_pipeline() {
 }
 
 if [ "$WHAT" = report ]; then
+	report
+	exit 0
+fi
+if [ "$WHAT" = archive ]; then
+	bash "$ROOT/bench/archive.sh"
 	report
 	exit 0
 fi

@@ -11,6 +11,7 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod demo;
 mod status;
 mod tail;
@@ -25,7 +26,8 @@ mod workload;
 )]
 #[command(
     long_about = "BlkKin records trace annotations from instrumented processes (C via -lblkin, or \
-Rust) into per-CPU shared-memory rings. This tool inspects those rings."
+Rust) into per-CPU shared-memory rings. This tool inspects those rings, runs the node stack \
+and a demo, follows a relay live, and analyzes the span archive."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -129,6 +131,15 @@ enum Command {
         #[arg(long, default_value_t = 1.0, value_name = "SECS")]
         interval: f64,
     },
+    /// Latency and error statistics from the span archive (local or HDFS).
+    ///
+    /// Reads the archive the collector writes (newline-delimited Zipkin v2
+    /// JSON under dt=YYYY-MM-DD/hour=HH/, plain, gzip or zstd) and computes
+    /// with SQL (Apache DataFusion) per service and span name: spans, errors,
+    /// mean, p50/p95/p99 and max duration; then the slowest traces. Hour
+    /// partitions outside --from/--to are not read. The same files and
+    /// queries work in Spark and Hive (docs/ARCHIVE.md).
+    Analyze(analyze::AnalyzeArgs),
     /// Remove the ring files of processes that have exited.
     ///
     /// A running consumer daemon does this by itself after draining; without
@@ -253,6 +264,7 @@ fn main() -> ExitCode {
         Command::Workload(args) => workload::run(&args),
         Command::Up(args) => up::up(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
         Command::Tail {
             relay,
             json,

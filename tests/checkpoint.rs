@@ -347,8 +347,7 @@ fn archive_holds_every_span_once_across_a_collector_kill() {
 
 #[test]
 fn hdfs_archive_holds_every_span_once_across_a_collector_kill_and_a_namenode_restart() {
-    if std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1") {
-        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING the real-HDFS checkpoint test");
+    if hdfs_support::skip_hdfs("the real-HDFS checkpoint test") {
         return;
     }
     let mut hdfs = hdfs_support::Hdfs::start();

@@ -227,10 +227,8 @@ fn analyze_agrees_with_hand_computed_statistics() {
     write_file(&fs, "_tmp/junk/x.ndjson", b"garbage\n");
 
     let mut opts = AnalyzeOptions {
-        location: ArchiveLocation::Local(dir.path().to_path_buf()),
-        from_micros: None,
-        to_micros: None,
         slowest: 5,
+        ..AnalyzeOptions::new(ArchiveLocation::Local(dir.path().to_path_buf()))
     };
     let report = analyze::run(&opts).unwrap();
     assert_eq!(report.slowest.len(), 5);
@@ -256,4 +254,66 @@ fn analyze_agrees_with_hand_computed_statistics() {
         ..opts
     };
     assert!(analyze::run(&missing).is_err());
+}
+
+#[test]
+fn analyze_filters_by_service_and_span_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spans = workload(300, 3_600_000_000, 5);
+    // Names that would break naively quoted SQL.
+    for s in spans.iter_mut().step_by(7) {
+        if let Some(e) = s.local_endpoint.as_mut() {
+            e.service_name = Some("o'sd\\x".to_string());
+        }
+    }
+    let mut w = open(dir.path(), config(Compression::None));
+    feed(&mut w, &batches(&spans, 100), 0, 5, Stop::Completes).unwrap();
+    let service_of = |s: &blkkin_collector::model::Span| {
+        s.local_endpoint
+            .as_ref()
+            .and_then(|e| e.service_name.clone())
+            .unwrap()
+    };
+
+    for (service, name) in [
+        (Some("o'sd\\x"), None),
+        (Some("osd"), Some("journal")),
+        (None, Some("read")),
+    ] {
+        let opts = AnalyzeOptions {
+            service: service.map(str::to_string),
+            span_name: name.map(str::to_string),
+            slowest: 3,
+            ..AnalyzeOptions::new(ArchiveLocation::Local(dir.path().to_path_buf()))
+        };
+        let report = analyze::run(&opts).unwrap();
+        let matching: Vec<_> = spans
+            .iter()
+            .filter(|s| service.is_none_or(|x| service_of(s) == x))
+            .filter(|s| name.is_none_or(|x| s.name.as_deref() == Some(x)))
+            .cloned()
+            .collect();
+        assert!(!matching.is_empty());
+        assert_eq!(report.spans, matching.len() as u64, "{service:?} {name:?}");
+        let want = expected_stats(&matching, None, None);
+        assert_eq!(report.operations.len(), want.len());
+        for op in &report.operations {
+            assert_eq!(op.spans, want[&(op.service.clone(), op.name.clone())].count);
+        }
+        // The slowest traces are the slowest of the traces with a matching
+        // span, measured by their root span.
+        let traces: std::collections::HashSet<&str> =
+            matching.iter().map(|s| s.trace_id.as_str()).collect();
+        let in_traces: Vec<_> = spans
+            .iter()
+            .filter(|s| traces.contains(s.trace_id.as_str()))
+            .cloned()
+            .collect();
+        let got: Vec<(String, i64)> = report
+            .slowest
+            .iter()
+            .map(|t| (t.trace_id.clone(), t.duration_us))
+            .collect();
+        assert_eq!(got, expected_slowest(&in_traces, 3));
+    }
 }

@@ -11,7 +11,7 @@ use blkkin_collector::analyze::{self, AnalyzeOptions};
 use blkkin_collector::archive::{
     layout, ArchiveConfig, ArchiveLocation, ArchiveWriter, Compression, HdfsConfig, HdfsFs,
 };
-use hdfs_support::{hdfs_fs, Hdfs};
+use hdfs_support::{hdfs_fs, skip_hdfs, Hdfs};
 
 /// Opens the writer, retrying while a restarted NameNode is still in safe
 /// mode or not yet answering.
@@ -29,8 +29,7 @@ fn open_writer(h: &Hdfs, root: &str, c: &ArchiveConfig) -> ArchiveWriter<HdfsFs>
 
 #[test]
 fn archive_on_real_hdfs() {
-    if std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1") {
-        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING the real-HDFS archive test");
+    if skip_hdfs("the real-HDFS archive test") {
         return;
     }
     let started = std::time::Instant::now();
@@ -110,16 +109,11 @@ fn archive_on_real_hdfs() {
 
     // analyze straight from HDFS agrees with the numbers computed here.
     let t = std::time::Instant::now();
-    let report = analyze::run(&AnalyzeOptions {
-        location: ArchiveLocation::Hdfs(HdfsConfig {
-            namenode_url: hdfs.url(),
-            root: root.into(),
-            user: None,
-        }),
-        from_micros: None,
-        to_micros: None,
-        slowest: 10,
-    })
+    let report = analyze::run(&AnalyzeOptions::new(ArchiveLocation::Hdfs(HdfsConfig {
+        namenode_url: hdfs.url(),
+        root: root.into(),
+        user: None,
+    })))
     .unwrap();
     eprintln!(
         "analyze over HDFS: {} spans in {:?}",

@@ -8,6 +8,7 @@
 
 pub mod load;
 pub mod render;
+pub mod time;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde::Serialize;
 use crate::archive::{ArchiveError, ArchiveFs, ArchiveLocation, HdfsFs, LocalFs};
 
 pub use render::{render, OutputFormat};
+pub use time::{parse_time_at, parse_time_micros};
 
 /// What to analyze.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +32,27 @@ pub struct AnalyzeOptions {
     pub from_micros: Option<u64>,
     /// Only spans starting before this (epoch microseconds).
     pub to_micros: Option<u64>,
+    /// Only spans of this service (the local endpoint's service name); the
+    /// slowest traces are those with at least one such span.
+    pub service: Option<String>,
+    /// Only spans of this name; combines with `service`.
+    pub span_name: Option<String>,
     /// How many of the slowest traces to list.
     pub slowest: usize,
+}
+
+impl AnalyzeOptions {
+    /// Everything in `location`, the 10 slowest traces.
+    pub fn new(location: ArchiveLocation) -> Self {
+        AnalyzeOptions {
+            location,
+            from_micros: None,
+            to_micros: None,
+            service: None,
+            span_name: None,
+            slowest: 10,
+        }
+    }
 }
 
 /// Statistics of one (service, span name).
@@ -106,6 +127,9 @@ pub enum AnalyzeError {
     /// The query engine failed.
     #[error("query: {0}")]
     Query(String),
+    /// A `--from`/`--to` time could not be parsed.
+    #[error("{0}")]
+    Time(String),
 }
 
 impl From<datafusion::error::DataFusionError> for AnalyzeError {
@@ -150,14 +174,78 @@ pub const SLOWEST_SQL: &str = "SELECT trace_id, \
                     MAX(ts + duration) - MIN(ts)) IS NOT NULL \
     ORDER BY duration_us DESC, trace_id";
 
-fn with_range(sql: &str, from: Option<u64>, to: Option<u64>) -> String {
-    let mut conds = Vec::new();
-    if let Some(f) = from {
-        conds.push(format!("ts >= {f}"));
+/// Which spans a query looks at: the time range and the service/span
+/// name filter, turned into the `WHERE` clause that replaces `WHERE_RANGE`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Selection<'a> {
+    from: Option<u64>,
+    to: Option<u64>,
+    service: Option<&'a str>,
+    span_name: Option<&'a str>,
+}
+
+/// A SQL string literal; `'` doubled is the only escape in standard SQL
+/// and in DataFusion's dialect (a test checks quotes and backslashes).
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl<'a> Selection<'a> {
+    fn of(opts: &'a AnalyzeOptions) -> Self {
+        Selection {
+            from: opts.from_micros,
+            to: opts.to_micros,
+            service: opts.service.as_deref(),
+            span_name: opts.span_name.as_deref(),
+        }
     }
-    if let Some(t) = to {
-        conds.push(format!("ts < {t}"));
+
+    fn range(&self) -> Vec<String> {
+        let mut conds = Vec::new();
+        if let Some(f) = self.from {
+            conds.push(format!("ts >= {f}"));
+        }
+        if let Some(t) = self.to {
+            conds.push(format!("ts < {t}"));
+        }
+        conds
     }
+
+    fn names(&self) -> Vec<String> {
+        let mut conds = Vec::new();
+        if let Some(s) = self.service {
+            conds.push(format!("service = {}", sql_string(s)));
+        }
+        if let Some(n) = self.span_name {
+            conds.push(format!("name = {}", sql_string(n)));
+        }
+        conds
+    }
+
+    /// Spans in the range that match the filter.
+    fn spans(&self, sql: &str) -> String {
+        let mut conds = self.range();
+        conds.extend(self.names());
+        replace_where(sql, &conds)
+    }
+
+    /// Spans in the range of traces with at least one matching span.
+    fn traces(&self, sql: &str) -> String {
+        let mut conds = self.range();
+        let names = self.names();
+        if !names.is_empty() {
+            let mut inner = self.range();
+            inner.extend(names);
+            conds.push(format!(
+                "trace_id IN (SELECT trace_id FROM span_facts WHERE {})",
+                inner.join(" AND ")
+            ));
+        }
+        replace_where(sql, &conds)
+    }
+}
+
+fn replace_where(sql: &str, conds: &[String]) -> String {
     let clause = if conds.is_empty() {
         String::new()
     } else {
@@ -166,53 +254,16 @@ fn with_range(sql: &str, from: Option<u64>, to: Option<u64>) -> String {
     sql.replace("WHERE_RANGE", &clause)
 }
 
-/// Parses a time for `--from`/`--to`: epoch microseconds, `YYYY-MM-DD`
-/// or `YYYY-MM-DDTHH:MM[:SS]Z` (UTC).
-pub fn parse_time_micros(s: &str) -> Result<u64, AnalyzeError> {
-    let bad = || {
-        AnalyzeError::Data(format!(
-            "{s:?} is not a time: use epoch microseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]Z"
-        ))
-    };
-    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
-        return s.parse().map_err(|_| bad());
-    }
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let num = |x: Option<&str>| -> Result<i64, AnalyzeError> {
-        x.filter(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|x| x.parse().ok())
-            .ok_or_else(bad)
-    };
-    let mut d = date.split('-');
-    let (y, m, day) = (num(d.next())?, num(d.next())?, num(d.next())?);
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    let mut secs = crate::archive::layout::days_from_civil(y, m as u32, day as u32) * 86_400;
-    if let Some(t) = time {
-        let mut parts = t.split(':');
-        let (h, min) = (num(parts.next())?, num(parts.next())?);
-        let sec = match parts.next() {
-            Some(x) => num(Some(x))?,
-            None => 0,
-        };
-        if parts.next().is_some() || h > 23 || min > 59 || sec > 60 {
-            return Err(bad());
-        }
-        secs += h * 3600 + min * 60 + sec;
-    }
-    u64::try_from(secs)
-        .map(|s| s * 1_000_000)
-        .map_err(|_| bad())
-}
-
 /// Reads the archive and computes the report.
 pub fn run(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     match &opts.location {
         ArchiveLocation::Local(dir) => {
+            if !dir.exists() {
+                return Err(AnalyzeError::Archive(ArchiveError::Config(format!(
+                    "{} does not exist",
+                    dir.display()
+                ))));
+            }
             if !dir.is_dir() {
                 return Err(AnalyzeError::Archive(ArchiveError::Config(format!(
                     "{} is not a directory",
@@ -221,7 +272,7 @@ pub fn run(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
             }
             run_on(&LocalFs::new(dir)?, opts)
         }
-        ArchiveLocation::Hdfs(config) => run_on(&HdfsFs::connect(config.clone())?, opts),
+        ArchiveLocation::Hdfs(config) => run_on(&HdfsFs::open_existing(config.clone())?, opts),
     }
 }
 
@@ -233,12 +284,8 @@ pub fn run_on<F: ArchiveFs>(fs: &F, opts: &AnalyzeOptions) -> Result<Report, Ana
         .enable_all()
         .build()
         .map_err(|e| AnalyzeError::Query(format!("cannot start a runtime: {e}")))?;
-    let (spans, operations, slowest) = runtime.block_on(query(
-        loaded.batches,
-        opts.from_micros,
-        opts.to_micros,
-        opts.slowest,
-    ))?;
+    let (spans, operations, slowest) =
+        runtime.block_on(query(loaded.batches, Selection::of(opts), opts.slowest))?;
     Ok(Report {
         files: loaded.files,
         files_pruned: loaded.files_pruned,
@@ -252,8 +299,7 @@ pub fn run_on<F: ArchiveFs>(fs: &F, opts: &AnalyzeOptions) -> Result<Report, Ana
 
 async fn query(
     batches: Vec<RecordBatch>,
-    from: Option<u64>,
-    to: Option<u64>,
+    sel: Selection<'_>,
     slowest: usize,
 ) -> Result<(u64, Vec<OperationStats>, Vec<SlowTrace>), AnalyzeError> {
     // Keep identifiers as written (traceId, localEndpoint.serviceName), as
@@ -263,12 +309,16 @@ async fn query(
     let ctx = SessionContext::new_with_config(config);
     // Two partitions so both cores aggregate.
     let half = batches.len().div_ceil(2).max(1);
-    let partitions: Vec<Vec<RecordBatch>> = batches.chunks(half).map(<[_]>::to_vec).collect();
+    let mut partitions: Vec<Vec<RecordBatch>> = batches.chunks(half).map(<[_]>::to_vec).collect();
+    if partitions.is_empty() {
+        // An archive without spans (in the range) gives an empty report.
+        partitions.push(Vec::new());
+    }
     let table = MemTable::try_new(load::span_schema(), partitions)?;
     ctx.register_table("spans", Arc::new(table))?;
     ctx.sql(FACTS_VIEW_SQL).await?.collect().await?;
 
-    let count_sql = with_range("SELECT COUNT(*) AS n FROM span_facts WHERE_RANGE", from, to);
+    let count_sql = sel.spans("SELECT COUNT(*) AS n FROM span_facts WHERE_RANGE");
     let counted = ctx.sql(&count_sql).await?.collect().await?;
     let spans = counted
         .first()
@@ -277,11 +327,7 @@ async fn query(
         .map(|a| a.value(0) as u64)
         .unwrap_or(0);
 
-    let ops = ctx
-        .sql(&with_range(OPERATIONS_SQL, from, to))
-        .await?
-        .collect()
-        .await?;
+    let ops = ctx.sql(&sel.spans(OPERATIONS_SQL)).await?.collect().await?;
     let mut operations = Vec::new();
     for b in &ops {
         let service = b.column(0).as_string::<i32>();
@@ -309,7 +355,7 @@ async fn query(
         }
     }
 
-    let slow_sql = format!("{} LIMIT {slowest}", with_range(SLOWEST_SQL, from, to));
+    let slow_sql = format!("{} LIMIT {slowest}", sel.traces(SLOWEST_SQL));
     let slow = ctx.sql(&slow_sql).await?.collect().await?;
     let mut slowest_traces = Vec::new();
     for b in &slow {
@@ -338,38 +384,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse() {
+    fn selections_become_where_clauses() {
+        let none = Selection::default();
+        assert_eq!(none.spans("x WHERE_RANGE y"), "x  y");
+        let range = Selection {
+            from: Some(1),
+            to: Some(2),
+            ..Selection::default()
+        };
+        assert_eq!(range.spans("x WHERE_RANGE"), "x WHERE ts >= 1 AND ts < 2");
+        assert_eq!(range.traces("x WHERE_RANGE"), "x WHERE ts >= 1 AND ts < 2");
+        let named = Selection {
+            from: Some(1),
+            service: Some("o'sd"),
+            span_name: Some("w"),
+            ..Selection::default()
+        };
         assert_eq!(
-            parse_time_micros("1709157600000000").unwrap(),
-            1_709_157_600_000_000
+            named.spans("x WHERE_RANGE"),
+            "x WHERE ts >= 1 AND service = 'o''sd' AND name = 'w'"
         );
         assert_eq!(
-            parse_time_micros("2024-02-28T22:00Z").unwrap(),
-            1_709_157_600_000_000
-        );
-        assert_eq!(
-            parse_time_micros("2024-02-28T22:00:01Z").unwrap(),
-            1_709_157_601_000_000
-        );
-        assert_eq!(parse_time_micros("1970-01-02").unwrap(), 86_400_000_000);
-        for bad in [
-            "",
-            "yesterday",
-            "2024-13-01",
-            "2024-02-28T22:00",
-            "2024-02-28T25:00Z",
-            "-5",
-        ] {
-            assert!(parse_time_micros(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn ranges_become_where_clauses() {
-        assert_eq!(with_range("x WHERE_RANGE y", None, None), "x  y");
-        assert_eq!(
-            with_range("x WHERE_RANGE", Some(1), Some(2)),
-            "x WHERE ts >= 1 AND ts < 2"
+            named.traces("x WHERE_RANGE"),
+            "x WHERE ts >= 1 AND trace_id IN (SELECT trace_id FROM span_facts \
+             WHERE ts >= 1 AND service = 'o''sd' AND name = 'w')"
         );
     }
 }

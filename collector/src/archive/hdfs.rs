@@ -26,6 +26,15 @@ pub struct HdfsConfig {
     pub user: Option<String>,
 }
 
+/// Client settings of a reader: three connection attempts about a second
+/// apart instead of the default fifteen with back-off up to 15 s, so an
+/// unreachable NameNode is reported while the user waits.
+const READER_RETRIES: [(&str, &str); 3] = [
+    ("dfs.client.failover.max.attempts", "3"),
+    ("dfs.client.failover.sleep.base.millis", "300"),
+    ("dfs.client.failover.sleep.max.millis", "1000"),
+];
+
 /// An archive rooted at a directory of an HDFS cluster.
 pub struct HdfsFs {
     client: Client,
@@ -48,6 +57,35 @@ impl HdfsFs {
     /// Connects (lazily: the first operation dials the NameNode) and makes
     /// sure the root directory exists.
     pub fn connect(config: HdfsConfig) -> Result<Self, ArchiveError> {
+        let fs = Self::client(config, &[])?;
+        fs.client
+            .mkdirs(&fs.config.root, 0o755, true)
+            .map_err(|e| hdfs_err("cannot create", &fs.config.root, e))?;
+        Ok(fs)
+    }
+
+    /// Connects to read an archive that must already exist: fails when the
+    /// NameNode cannot be reached (after a few seconds of retries, where a
+    /// writer keeps trying for minutes) or the root is not a directory,
+    /// and creates nothing.
+    pub fn open_existing(config: HdfsConfig) -> Result<Self, ArchiveError> {
+        let fs = Self::client(config, &READER_RETRIES)?;
+        let root = &fs.config.root;
+        match fs.client.get_file_info(root) {
+            Ok(st) if st.isdir => Ok(fs),
+            Ok(_) => Err(ArchiveError::Config(format!(
+                "{} is a file, not an archive directory",
+                fs.describe()
+            ))),
+            Err(HdfsError::FileNotFound(_)) => Err(ArchiveError::Config(format!(
+                "{} does not exist",
+                fs.describe()
+            ))),
+            Err(e) => Err(hdfs_err("cannot reach the NameNode for", root, e)),
+        }
+    }
+
+    fn client(config: HdfsConfig, settings: &[(&str, &str)]) -> Result<Self, ArchiveError> {
         if !config.root.starts_with('/') {
             return Err(ArchiveError::Config(format!(
                 "HDFS root {:?} must be an absolute path",
@@ -58,14 +96,13 @@ impl HdfsFs {
         if let Some(user) = &config.user {
             builder = builder.with_user(user.clone());
         }
+        if !settings.is_empty() {
+            builder = builder.with_config(settings.iter().copied());
+        }
         let client = builder
             .build()
             .map_err(|e| hdfs_err("cannot connect to", &config.namenode_url, e))?;
-        let fs = HdfsFs { client, config };
-        fs.client
-            .mkdirs(&fs.config.root, 0o755, true)
-            .map_err(|e| hdfs_err("cannot create", &fs.config.root, e))?;
-        Ok(fs)
+        Ok(HdfsFs { client, config })
     }
 
     fn abs(&self, rel: &str) -> String {

@@ -1,6 +1,6 @@
 //! A real HDFS for tests (scripts/hdfs.sh: Hadoop's MiniDFSCluster, one
 //! NameNode and one DataNode on loopback), shared by collector/tests/hdfs.rs
-//! and the root package's tests/checkpoint.rs.
+//! and the root package's tests/checkpoint.rs and tests/analyze.rs.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -9,6 +9,16 @@ use std::process::Command;
 
 use blkkin_collector::archive::{HdfsConfig, HdfsFs};
 use serde_json::Value;
+
+/// True (after saying so) when BLKKIN_SKIP_HDFS=1 asks to skip tests
+/// that need HDFS; without it they fail when HDFS cannot start.
+pub fn skip_hdfs(test: &str) -> bool {
+    let skip = std::env::var("BLKKIN_SKIP_HDFS").as_deref() == Ok("1");
+    if skip {
+        eprintln!("BLKKIN_SKIP_HDFS=1: SKIPPING {test}");
+    }
+    skip
+}
 
 /// A running HDFS, stopped on drop.
 pub struct Hdfs {
@@ -28,6 +38,7 @@ fn script() -> PathBuf {
 }
 
 impl Hdfs {
+    /// Starts a cluster (fails the test when it cannot).
     pub fn start() -> Hdfs {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("hdfs");
@@ -60,10 +71,12 @@ impl Hdfs {
             .collect();
     }
 
+    /// `hdfs://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.env["NAMENODE_URL"].clone()
     }
 
+    /// Restarts the NameNode on the same port.
     pub fn restart_namenode(&mut self) {
         let out = Command::new("bash")
             .arg(script())
@@ -116,6 +129,7 @@ impl Drop for Hdfs {
     }
 }
 
+/// A client of the cluster rooted at `root`, as user `blkkin`.
 pub fn hdfs_fs(h: &Hdfs, root: &str) -> HdfsFs {
     HdfsFs::connect(HdfsConfig {
         namenode_url: h.url(),
