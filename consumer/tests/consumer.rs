@@ -113,8 +113,8 @@ fn serve(sock: TcpStream, seen: &mut Seen, ack: bool, max_batches: Option<usize>
                     records,
                 } => {
                     assert!(
-                        records.len() <= 1 << 20,
-                        "the consumer sends at most 1 MiB per frame"
+                        records.len() <= blkkin_consumerd::FRAME_CHUNK,
+                        "the consumer sends at most FRAME_CHUNK bytes per frame"
                     );
                     let stream = seen.entry(handles[&handle]).or_default();
                     let mut at = 0;
@@ -215,7 +215,7 @@ fn every_record_arrives_once_and_space_is_freed_on_ack() {
 fn large_records_are_split_into_frames_the_relay_accepts() {
     // 8000 records of ~1 KiB (four 250-byte strings) in one ring: one poll
     // drains 4096 of them, ~4.3 MB for one stream, over the relay's 4 MiB
-    // frame limit.
+    // frame limit (and over FRAME_CHUNK).
     let d = tempfile::tempdir().unwrap();
     let w = ring_sized(d.path(), false, 0, 16 << 20);
     let long = vec![b'n'; 250];
