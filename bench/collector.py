@@ -238,6 +238,7 @@ def main():
     result = {
         "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_before": open("/proc/loadavg").read().split()[:3],
+        "profile": os.environ.get("PROFILE", "bench-fast"),
         "throughput": tp,
         "target_spans_per_s_per_core": 200_000,
         "visibility": visibility(args),
