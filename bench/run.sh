@@ -16,10 +16,14 @@
 # (record.jsonl, pipeline.json) so either part can be re-run alone and the
 # report is always written from both.
 #
-# usage: bash bench/run.sh [all|record|pipeline|report]
+# Cassandra store writes, ours vs Zipkin's own writer (bench/cassandra.sh,
+# bench/results/cassandra.json) run only when asked: `cassandra`.
+#
+# usage: bash bench/run.sh [all|record|pipeline|cassandra|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
+#   cassandra Cassandra sink vs Zipkin's writer (about 10 minutes)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
@@ -28,9 +32,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | report) ;;
+all | record | pipeline | cassandra | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|cassandra|report]" >&2
 	exit 2
 	;;
 esac
@@ -54,6 +58,11 @@ run_pipeline() {
 }
 
 if [ "$WHAT" = report ]; then
+	report
+	exit 0
+fi
+if [ "$WHAT" = cassandra ]; then
+	bash "$ROOT/bench/cassandra.sh" "$RESULTS/cassandra.json"
 	report
 	exit 0
 fi
