@@ -12,7 +12,8 @@
 # Environment: BENCH_SPANS (default 21000), BENCH_ROUNDS (default 3),
 # BENCH_BATCH (spans per request, default 500), BENCH_CONCURRENCY (requests
 # in flight, default 4), CASSANDRA_HEAP (default 1g), ZIPKIN_HEAP (default
-# 512m). Built with the release profile (thin LTO).
+# 512m), BENCH_PROFILE (cargo profile, default release = thin LTO; `dev`
+# only to smoke-test this script).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,10 +28,13 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-log "building the benchmark (release)"
-cargo build --release -q -p blkkin-collector --example cassandra_bench --manifest-path "$ROOT/Cargo.toml"
+PROFILE="${BENCH_PROFILE:-release}"
+log "building the benchmark (profile $PROFILE)"
+cargo build --profile "$PROFILE" -q -p blkkin-collector --example cassandra_bench --manifest-path "$ROOT/Cargo.toml"
 TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-BENCH="$TARGET/release/examples/cassandra_bench"
+PROFILE_DIR="$PROFILE"
+[ "$PROFILE" = dev ] && PROFILE_DIR=debug
+BENCH="$TARGET/$PROFILE_DIR/examples/cassandra_bench"
 ZIPKIN_JAR="$(bash "$ROOT/scripts/zipkin.sh" fetch)"
 
 WORK="$(mktemp -d)"
@@ -81,12 +85,15 @@ for round in $(seq 1 "$ROUNDS"); do
 	kill "$ZPID" 2>/dev/null || true
 	wait "$ZPID" 2>/dev/null || true
 	ZPID=""
+	mkdir -p "$ROOT/bench/out/cassandra"
+	cp "$WORK/zipkin-bench_zipkin_$round.log" "$ROOT/bench/out/cassandra/" 2>/dev/null || true
 done
+cp "$WORK/cassandra/system.log" "$ROOT/bench/out/cassandra/cassandra-system.log" 2>/dev/null || true
 
 mkdir -p "$(dirname "$RESULTS")"
-python3 - "$RUNS" "$RESULTS" "$SPANS" "$BATCH" "$CONC" "${CASSANDRA_HEAP:-1g}" "${ZIPKIN_HEAP:-512m}" <<'EOF'
+python3 - "$RUNS" "$RESULTS" "$SPANS" "$BATCH" "$CONC" "${CASSANDRA_HEAP:-1g}" "${ZIPKIN_HEAP:-512m}" "$PROFILE" <<'EOF'
 import json, os, subprocess, sys
-runs_path, dst, spans, batch, conc, cheap, zheap = sys.argv[1:]
+runs_path, dst, spans, batch, conc, cheap, zheap, profile = sys.argv[1:]
 runs = [json.loads(l) for l in open(runs_path) if l.strip()]
 def sh(c):
     try:
@@ -99,7 +106,8 @@ out = {
                 "loadavg_at_end": sh("cut -d' ' -f1-3 /proc/loadavg")},
     "config": {"spans": int(spans), "batch": int(batch), "concurrency": int(conc),
                "cassandra": "5.0.9, one node, heap " + cheap, "zipkin": "3.6.1, heap " + zheap,
-               "consistency": "LOCAL_ONE", "profile": "release (thin LTO)"},
+               "consistency": "LOCAL_ONE",
+               "profile": "release (thin LTO, 1 codegen unit)" if profile == "release" else profile},
     "runs": runs,
 }
 json.dump(out, open(dst, "w"), indent=1)

@@ -322,7 +322,7 @@ def cassandra_section(c):
     by = {m: [r for r in runs if r["mode"] == m] for m in ("ours", "zipkin")}
     out = ["## Cassandra store: blkkin's sink vs Zipkin's own writer (issue 5)", ""]
     w = out.append
-    w(f"Measured {c['when']} on {c['machine']['cpus']} vCPU{c['machine']['cpu']} "
+    w(f"Measured {c['when']} on {c['machine']['cpus']} vCPU {c['machine']['cpu'].strip()} "
       f"(load average at the end {c['machine']['loadavg_at_end']}). Cassandra {cfg['cassandra']}; "
       f"Zipkin {cfg['zipkin']} with `STORAGE_TYPE=cassandra3`; consistency {cfg['consistency']} for both; "
       f"benchmark built with the {cfg['profile']} profile.")
