@@ -5,6 +5,7 @@
   pipeline.json  consumer → relay benchmarks (bench/pipeline.py)
   collector.json collector benchmarks (bench/collector.sh)
   archive.json   span archive into HDFS / a local directory, analyze (bench/archive.sh)
+  cassandra.json Cassandra store writes, ours vs Zipkin's (bench/cassandra.sh)
 
 Either part may be re-run alone (`bash bench/run.sh record|pipeline`); the
 report is always written from both files. Every number in the report comes
@@ -62,6 +63,7 @@ def main(results_dir, dst):
         ("pipeline", pipeline_section, "Pipeline: rings → consumer → relay (issue 3)"),
         ("collector", collector_section, "Collector (issue 4)"),
         ("archive", archive_section, "Span archive (issue 6)"),
+        ("cassandra", cassandra_section, "Cassandra store (issue 5)"),
     ]:
         path = os.path.join(results_dir, f"{name}.json")
         if os.path.exists(path):
@@ -406,6 +408,47 @@ def archive_section(a):
         w("")
     w("Reproduce: `bash bench/run.sh archive` (SPANS, PER_HOUR, COMPRESSION in the environment); raw "
       "numbers in `bench/results/archive.json`.")
+
+
+def cassandra_section(c):
+    """Cassandra store (issue 5): spans/s into one node, ours vs Zipkin."""
+    cfg = c["config"]
+    runs = c["runs"]
+    by = {m: [r for r in runs if r["mode"] == m] for m in ("ours", "zipkin")}
+    out = ["## Cassandra store: blkkin's sink vs Zipkin's own writer (issue 5)", ""]
+    w = out.append
+    w(f"Measured {c['when']} on {c['machine']['cpus']} vCPU {c['machine']['cpu'].strip()} "
+      f"(load average at the end {c['machine']['loadavg_at_end']}). Cassandra {cfg['cassandra']}; "
+      f"Zipkin {cfg['zipkin']} with `STORAGE_TYPE=cassandra3`; consistency {cfg['consistency']} for both; "
+      f"benchmark built with the {cfg['profile']} profile.")
+    w("")
+    w(f"Each run writes {cfg['spans']:,} demo-like spans (7 per trace: shared client/server halves, tags, "
+      f"events, 4 % errors, 10 % slow) into a fresh keyspace, {cfg['batch']} spans per request, "
+      f"{cfg['concurrency']} requests in flight, after a warm-up of the same kind. **ours**: "
+      "`CassandraSink::write` (returns once Cassandra acknowledged every row), plus the dependency links "
+      "Zipkin does not write. **zipkin**: the same spans as JSON `POST /api/v2/spans` to the Zipkin server "
+      "(answers 202 on accepting the body, then writes). Throughput counts from the first request until "
+      "`SELECT COUNT(*)` of the keyspace's `span` table shows every span. Latency is per request.")
+    w("")
+    w("| run | writer | spans/s until stored | requests done (s) | all stored (s) | p50 ms | p99 ms | max ms |")
+    w("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        L = r["latency_ms"]
+        w(f"| {r.get('round', '?')} | {r['mode']} | {r['spans_per_s']:,.0f} | {r['requests_seconds']:.1f} | "
+          f"{r['stored_seconds']:.1f} | {L['p50']:.0f} | {L['p99']:.0f} | {L['max']:.0f} |")
+    w("")
+    if by["ours"] and by["zipkin"]:
+        med = lambda rs, f: statistics.median(f(r) for r in rs)
+        ours = med(by["ours"], lambda r: r["spans_per_s"])
+        zk = med(by["zipkin"], lambda r: r["spans_per_s"])
+        ratio = ours / zk if zk else float("inf")
+        w(f"Median: ours {ours:,.0f} spans/s, Zipkin {zk:,.0f} spans/s: **{ratio:.2f}×** "
+          f"(target ≥ 1.5×: {'met' if ratio >= 1.5 else 'NOT met'}). p99 request latency (median of runs): "
+          f"ours {med(by['ours'], lambda r: r['latency_ms']['p99']):.0f} ms (until stored), Zipkin "
+          f"{med(by['zipkin'], lambda r: r['latency_ms']['p99']):.0f} ms (until accepted).")
+        w("")
+    w("Reproduce: `bash bench/run.sh cassandra` (about 10 minutes; needs java and mvn); raw numbers in "
+      "`bench/results/cassandra.json`.")
     w("")
     return out
 

@@ -19,11 +19,12 @@
 # The collector benchmarks (bench/collector.sh: assembly + encoding per
 # core, record → queryable in the embedded store, memory bound) and the span
 # archive benchmark (bench/archive.sh: demo-like spans into a real HDFS and a
-# local directory, then `analyze` over 1 M spans) run only when asked:
-# `bash bench/run.sh collector|archive` (results in collector.json,
-# archive.json, kept like the others).
+# local directory, then `analyze` over 1 M spans) and the Cassandra store writes, ours vs Zipkin's own writer
+# (bench/cassandra.sh) run only when asked: `bash bench/run.sh
+# collector|archive|cassandra` (results in collector.json, archive.json,
+# cassandra.json, kept like the others).
 #
-# usage: bash bench/run.sh [all|record|pipeline|collector|archive|report]
+# usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
@@ -31,6 +32,7 @@
 #   archive   span archive → HDFS/local and analyze (a few minutes, after a
 #             first build of DataFusion & co. that takes tens of minutes on
 #             2 vCPUs)
+#   cassandra Cassandra sink vs Zipkin's writer (about 10 minutes)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
@@ -39,9 +41,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | collector | archive | report) ;;
+all | record | pipeline | collector | archive | cassandra | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|report]" >&2
 	exit 2
 	;;
 esac
@@ -70,6 +72,11 @@ if [ "$WHAT" = report ]; then
 fi
 if [ "$WHAT" = archive ]; then
 	bash "$ROOT/bench/archive.sh"
+	report
+	exit 0
+fi
+if [ "$WHAT" = cassandra ]; then
+	bash "$ROOT/bench/cassandra.sh" "$RESULTS/cassandra.json"
 	report
 	exit 0
 fi

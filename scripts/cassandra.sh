@@ -13,7 +13,9 @@
 #
 # Environment: BLKKIN_CACHE (default ~/.cache/blkkin) holds the jars under
 # cassandra/<version>; CASSANDRA_VERSION (default 5.0.9); CASSANDRA_HEAP
-# (default 768m); CASSANDRA_START_TIMEOUT seconds (default 240).
+# (default 768m); CASSANDRA_START_TIMEOUT seconds (default 240);
+# CASSANDRA_EXTRA_YAML, a file appended to the generated cassandra.yaml
+# (e.g. client_encryption_options for the TLS test).
 #
 # No tarball and no cassandra-env.sh: the daemon runs straight from the
 # Maven-resolved classpath with the JVM options Cassandra's own
@@ -118,6 +120,10 @@ key_cache_size: 8MiB
 # Schema changes and lightweight transactions on one node.
 auto_snapshot: false
 EOF
+	if [ -n "${CASSANDRA_EXTRA_YAML:-}" ]; then
+		[ -f "$CASSANDRA_EXTRA_YAML" ] || die "CASSANDRA_EXTRA_YAML: no file $CASSANDRA_EXTRA_YAML"
+		cat "$CASSANDRA_EXTRA_YAML" >>"$dir/conf/cassandra.yaml"
+	fi
 	cat >"$dir/conf/logback.xml" <<EOF
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -230,7 +236,7 @@ start) shift && start "$@" ;;
 stop) shift && stop "$@" ;;
 classpath) classpath ;;
 *)
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -107,6 +107,19 @@ fn command_line_errors_are_clear() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--idle-timeout"), "{err}");
 
+    // Unusable TLS files stop the start, naming the file.
+    let tls = Command::new(&exe)
+        .args(["--relay", "127.0.0.1:1", "--cassandra", "127.0.0.1:1"])
+        .args(["--cassandra-ca", "/nonexistent/blkkin-ca.pem"])
+        .output()
+        .unwrap();
+    assert!(!tls.status.success());
+    let err = String::from_utf8_lossy(&tls.stderr);
+    assert!(
+        err.contains("CA file") && err.contains("/nonexistent/blkkin-ca.pem"),
+        "{err}"
+    );
+
     let help = Command::new(&exe).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [
@@ -115,6 +128,9 @@ fn command_line_errors_are_clear() {
         "--zipkin-format",
         "--scribe",
         "--jsonl",
+        "--cassandra",
+        "--cassandra-tls",
+        "--cassandra-ca",
     ] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }

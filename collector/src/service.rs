@@ -14,7 +14,7 @@ use clap::ValueEnum;
 
 use crate::archive::{ArchiveConfig, ArchiveLocation};
 use crate::assemble::{AssemblerConfig, SpanAssembler};
-use crate::cassandra::{CassandraConfig, Consistency};
+use crate::cassandra::{CassandraConfig, CassandraTls, Consistency};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::pipeline::{Checkpointing, Pipeline};
 use crate::sink::archive::ArchiveSink;
@@ -94,6 +94,25 @@ pub struct CollectorArgs {
     /// Cassandra user (password in $BLKKIN_CASSANDRA_PASSWORD).
     #[arg(long, value_name = "USER")]
     pub cassandra_user: Option<String>,
+
+    /// Speak TLS to Cassandra (its client_encryption_options); the node's
+    /// certificate is verified against the system CAs or --cassandra-ca.
+    #[arg(long)]
+    pub cassandra_tls: bool,
+
+    /// PEM CA certificate(s) to trust for Cassandra's TLS (implies
+    /// --cassandra-tls).
+    #[arg(long, value_name = "FILE")]
+    pub cassandra_ca: Option<PathBuf>,
+
+    /// PEM client certificate for Cassandra's require_client_auth (implies
+    /// --cassandra-tls; needs --cassandra-key).
+    #[arg(long, value_name = "FILE", requires = "cassandra_key")]
+    pub cassandra_cert: Option<PathBuf>,
+
+    /// Unencrypted PEM private key of --cassandra-cert.
+    #[arg(long, value_name = "FILE", requires = "cassandra_cert")]
+    pub cassandra_key: Option<PathBuf>,
 
     /// Emit a span without its closing annotation after this many seconds
     /// without annotations (and forget emitted spans after as long).
@@ -286,7 +305,19 @@ impl Collector {
                     })?,
                 )),
             };
+            let tls = (args.cassandra_tls
+                || args.cassandra_ca.is_some()
+                || args.cassandra_cert.is_some())
+            .then(|| CassandraTls {
+                ca_file: args.cassandra_ca.clone(),
+                client_cert: args.cassandra_cert.clone().zip(args.cassandra_key.clone()),
+            });
+            if let Some(tls) = &tls {
+                // Bad files fail the start, not every later connection attempt.
+                tls.connector()?;
+            }
             let config = CassandraConfig {
+                tls,
                 contact_points: args.cassandra.clone(),
                 keyspace: args.cassandra_keyspace.clone(),
                 ensure_schema: !args.cassandra_no_schema,

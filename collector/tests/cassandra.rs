@@ -9,9 +9,12 @@
 mod cassandra_support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use blkkin_collector::cassandra::{BlockingCassandraSink, CassandraConfig, CassandraError};
+use blkkin_collector::cassandra::{
+    BlockingCassandraSink, CassandraConfig, CassandraError, CassandraTls,
+};
 use blkkin_collector::model::{Annotation, Endpoint, Span, SpanKind};
 use cassandra_support::{free_port, skip_cassandra, Cassandra, Zipkin};
 use serde_json::Value;
@@ -96,22 +99,6 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-fn trace_ids(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .expect("a list of traces")
-        .iter()
-        .map(|t| t[0]["traceId"].as_str().expect("traceId").to_string())
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .expect("a list")
-        .iter()
-        .map(|s| s.as_str().expect("a string").to_string())
-        .collect()
-}
-
 fn config(port: u16) -> CassandraConfig {
     CassandraConfig {
         contact_points: vec![format!("127.0.0.1:{port}")],
@@ -145,7 +132,11 @@ fn zipkin_browses_what_the_cassandra_sink_wrote() {
         return;
     }
     let t0 = Instant::now();
-    let cassandra = Cassandra::start();
+    // TLS offered on the native port next to plain TCP (`optional`), so the
+    // TLS sink and the plain clients (Zipkin, the other sinks) share a node.
+    let certs = tempfile::tempdir().expect("temp dir");
+    let tls = TestCerts::generate(certs.path());
+    let cassandra = Cassandra::start_with_yaml(&tls.client_encryption_yaml());
     let sink = BlockingCassandraSink::connect(config(cassandra.port))
         .expect("connect and create the schema");
 
@@ -207,6 +198,7 @@ fn zipkin_browses_what_the_cassandra_sink_wrote() {
         t0.elapsed().as_secs_f64()
     );
 
+    check_tls(&cassandra, &tls, &zipkin);
     check_writes_across_a_restart(&cassandra, &sink, &zipkin, &traces[0]);
     eprintln!("total {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -224,7 +216,7 @@ fn check_zipkin_reads(zipkin: &Zipkin, traces: &[Vec<Span>]) {
         assert_eq!(kinds, RPCS.len(), "trace {id}: server halves");
     }
     let all: BTreeSet<String> = traces.iter().map(|t| t[0].trace_id.clone()).collect();
-    let query = |q: &str| trace_ids(&zipkin.json(&format!("/api/v2/traces?limit=100&{q}")));
+    let query = |q: &str| zipkin.trace_ids(q);
 
     assert_eq!(query("serviceName=mapper"), all, "by service");
     assert_eq!(
@@ -267,34 +259,15 @@ fn check_zipkin_reads(zipkin: &Zipkin, traces: &[Vec<Span>]) {
         "by annotation"
     );
 
-    let services = strings(&zipkin.json("/api/v2/services"));
+    let services = zipkin.names("/api/v2/services");
     assert_eq!(services, ["blocker", "client", "mapper", "volume"]);
-    let spans = strings(&zipkin.json("/api/v2/spans?serviceName=volume"));
+    let spans = zipkin.names("/api/v2/spans?serviceName=volume");
     assert_eq!(spans, ["map", "write"]);
-    let remote = strings(&zipkin.json("/api/v2/remoteServices?serviceName=volume"));
+    let remote = zipkin.names("/api/v2/remoteServices?serviceName=volume");
     assert_eq!(remote, ["client", "mapper"]);
 
     let end = now_us() / 1000 + 60_000;
-    let deps = zipkin.json(&format!(
-        "/api/v2/dependencies?endTs={end}&lookback=172800000"
-    ));
-    let edges: BTreeMap<(String, String), (u64, u64)> = deps
-        .as_array()
-        .expect("a list of links")
-        .iter()
-        .map(|l| {
-            (
-                (
-                    l["parent"].as_str().unwrap_or_default().to_string(),
-                    l["child"].as_str().unwrap_or_default().to_string(),
-                ),
-                (
-                    l["callCount"].as_u64().unwrap_or(0),
-                    l["errorCount"].as_u64().unwrap_or(0),
-                ),
-            )
-        })
-        .collect();
+    let (deps, edges) = zipkin.dependency_edges(end);
     let n = traces.len() as u64;
     let errors = failing.len() as u64;
     let want: BTreeMap<(String, String), (u64, u64)> = [
@@ -361,4 +334,111 @@ fn check_writes_across_a_restart(
             }
         }
     }
+}
+
+/// A self-signed node certificate for 127.0.0.1 (its own CA) in a PKCS12
+/// keystore for Cassandra, and an unrelated CA a client must not accept.
+struct TestCerts {
+    keystore: PathBuf,
+    ca: PathBuf,
+    wrong_ca: PathBuf,
+}
+
+const KEYSTORE_PASSWORD: &str = "blkkin-test";
+
+impl TestCerts {
+    fn generate(dir: &Path) -> TestCerts {
+        use openssl::asn1::Asn1Time;
+        use openssl::bn::BigNum;
+        use openssl::hash::MessageDigest;
+        use openssl::pkcs12::Pkcs12;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::{X509NameBuilder, X509};
+
+        let self_signed = |cn: &str| {
+            let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa key")).expect("pkey");
+            let mut name = X509NameBuilder::new().expect("name");
+            name.append_entry_by_text("CN", cn).expect("cn");
+            let name = name.build();
+            let mut b = X509::builder().expect("x509");
+            b.set_version(2).expect("v3");
+            let serial = BigNum::from_u32(1).and_then(|n| n.to_asn1_integer());
+            b.set_serial_number(&serial.expect("serial"))
+                .expect("serial");
+            b.set_subject_name(&name).expect("subject");
+            b.set_issuer_name(&name).expect("issuer");
+            b.set_pubkey(&key).expect("pubkey");
+            b.set_not_before(&Asn1Time::days_from_now(0).expect("now"))
+                .expect("not before");
+            b.set_not_after(&Asn1Time::days_from_now(2).expect("later"))
+                .expect("not after");
+            let san = SubjectAlternativeName::new()
+                .ip("127.0.0.1")
+                .dns("localhost")
+                .build(&b.x509v3_context(None, None))
+                .expect("subjectAltName");
+            b.append_extension(san).expect("san");
+            b.sign(&key, MessageDigest::sha256()).expect("sign");
+            (b.build(), key)
+        };
+        let (cert, key) = self_signed("blkkin-test-cassandra");
+        let (wrong, _) = self_signed("someone-else");
+        let p12 = Pkcs12::builder()
+            .name("cassandra")
+            .pkey(&key)
+            .cert(&cert)
+            .build2(KEYSTORE_PASSWORD)
+            .expect("pkcs12 keystore");
+        let certs = TestCerts {
+            keystore: dir.join("node.p12"),
+            ca: dir.join("ca.pem"),
+            wrong_ca: dir.join("wrong-ca.pem"),
+        };
+        std::fs::write(&certs.keystore, p12.to_der().expect("der")).expect("write keystore");
+        std::fs::write(&certs.ca, cert.to_pem().expect("pem")).expect("write ca");
+        std::fs::write(&certs.wrong_ca, wrong.to_pem().expect("pem")).expect("write ca");
+        certs
+    }
+
+    fn client_encryption_yaml(&self) -> String {
+        format!(
+            "client_encryption_options:\n  enabled: true\n  optional: true\n  keystore: {}\n  keystore_password: {KEYSTORE_PASSWORD}\n  store_type: PKCS12\n  require_client_auth: false\n",
+            self.keystore.display()
+        )
+    }
+}
+
+/// `--cassandra-tls`: with the node's CA a TLS sink connects and writes a
+/// trace Zipkin then returns; with another CA the handshake is refused (so
+/// TLS is really spoken and the certificate really checked).
+fn check_tls(cassandra: &Cassandra, certs: &TestCerts, zipkin: &Zipkin) {
+    let tls_config = |ca: &Path| CassandraConfig {
+        ensure_schema: false,
+        tls: Some(CassandraTls {
+            ca_file: Some(ca.to_path_buf()),
+            client_cert: None,
+        }),
+        ..config(cassandra.port)
+    };
+    match BlockingCassandraSink::connect(tls_config(&certs.wrong_ca)) {
+        Ok(_) => panic!("a node certificate from an untrusted CA was accepted"),
+        Err(e) => {
+            eprintln!("TLS with the wrong CA: {e}");
+            assert!(matches!(e, CassandraError::Connect { .. }), "{e:?}");
+        }
+    }
+    let sink = BlockingCassandraSink::connect(tls_config(&certs.ca))
+        .expect("connect over TLS with the node's CA");
+    let spans = demo_trace(TRACES + 2, now_us() - 2_000_000);
+    sink.write(&spans).expect("write over TLS");
+    let id = &spans[0].trace_id;
+    let got = zipkin.json(&format!("/api/v2/trace/{id}"));
+    assert_eq!(
+        got.as_array().map(Vec::len),
+        Some(spans.len()),
+        "the trace written over TLS: {got}"
+    );
+    eprintln!("TLS: trace {id} written over TLS and read back through Zipkin");
 }

@@ -7,6 +7,7 @@
 //! - [`links`]: span trees → dependency link counts (Zipkin's linker rules)
 //! - [`schema`]: Zipkin's schema, created or validated
 //! - [`sink`]: the driver session, prepared statements, bounded concurrency
+//! - [`tls`]: TLS to the native port (OpenSSL), CA and client certificate
 //!
 //! See docs/ARCHITECTURE.md ("Cassandra store") for the guarantees.
 
@@ -14,11 +15,13 @@ mod links;
 mod rows;
 mod schema;
 mod sink;
+mod tls;
 
 use std::time::Duration;
 
 pub use scylla::statement::Consistency;
 pub use sink::{BlockingCassandraSink, CassandraSink, CassandraStats};
+pub use tls::CassandraTls;
 
 /// How to reach Cassandra and what to write.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct CassandraConfig {
     pub consistency: Consistency,
     /// Username and password for Cassandra's password authenticator.
     pub credentials: Option<(String, String)>,
+    /// Speak TLS to the native port (`client_encryption_options`); `None`
+    /// for plain TCP.
+    pub tls: Option<CassandraTls>,
     /// Statements in flight at once, over all writes of this sink.
     pub max_in_flight: usize,
     /// Timeout of one request (the driver's retries included).
@@ -66,6 +72,7 @@ impl Default for CassandraConfig {
             replication: "{'class': 'SimpleStrategy', 'replication_factor': '1'}".to_string(),
             consistency: Consistency::LocalOne,
             credentials: None,
+            tls: None,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(12),
             connect_timeout: Duration::from_secs(5),
@@ -84,6 +91,9 @@ pub enum CassandraError {
     /// A configuration value is unusable.
     #[error("invalid Cassandra configuration: {0}")]
     Config(String),
+    /// The TLS configuration is unusable (a file missing or malformed).
+    #[error("Cassandra TLS: {0}")]
+    Tls(String),
     /// No session could be opened to the contact points.
     #[error("cannot connect to Cassandra at {contact_points}: {source}")]
     Connect {

@@ -11,9 +11,11 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::ExecutionError;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlDate, CqlValue, MaybeUnset, Row};
+use scylla::value::{CqlDate, CqlTimeuuid, CqlValue, MaybeUnset, Row};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -125,37 +127,75 @@ impl Statements {
     }
 }
 
-/// One statement of a write, owning its values.
+/// Rows of one partition written together: an unlogged batch when more
+/// than one (Cassandra applies a single-partition batch as one mutation, so
+/// it is as idempotent as its inserts and much cheaper than separate
+/// requests).
+const MAX_BATCH_ROWS: usize = 16;
+
+/// One request of a write, owning its values.
 enum Write {
-    Span(Box<SpanRow>),
-    BySpan(TraceByServiceSpan),
-    ByRemote(TraceByServiceRemoteService),
+    /// Rows of one trace in `span` (partition key `trace_id`).
+    Spans(Vec<SpanRow>),
+    /// Rows of one `(service, span, bucket)` partition.
+    BySpan(Vec<TraceByServiceSpan>),
+    /// Rows of one `(service, remote_service, bucket)` partition.
+    ByRemote(Vec<TraceByServiceRemoteService>),
     Entry(EntryTable, String, String),
+}
+
+fn by_span_values(r: &TraceByServiceSpan) -> (&str, &str, i32, CqlTimeuuid, &str, MaybeUnset<i64>) {
+    let duration = match r.duration_ms {
+        0 => MaybeUnset::Unset,
+        d => MaybeUnset::Set(i64::try_from(d).unwrap_or(i64::MAX)),
+    };
+    (&r.service, &r.span, r.bucket, r.ts, &r.trace_id, duration)
+}
+
+fn by_remote_values(r: &TraceByServiceRemoteService) -> (&str, &str, i32, CqlTimeuuid, &str) {
+    (&r.service, &r.remote_service, r.bucket, r.ts, &r.trace_id)
+}
+
+/// Runs `statement` once per value row: one request, batched when several.
+async fn execute_rows<V: SerializeRow>(
+    session: &Session,
+    statement: &PreparedStatement,
+    mut values: Vec<V>,
+) -> Result<(), ExecutionError> {
+    if values.len() == 1 {
+        let v = values.pop().expect("one row");
+        return session.execute_unpaged(statement, v).await.map(|_| ());
+    }
+    let mut batch = Batch::new(BatchType::Unlogged);
+    for _ in 0..values.len() {
+        batch.append_statement(statement.clone());
+    }
+    batch.set_is_idempotent(true);
+    session.batch(&batch, values).await.map(|_| ())
 }
 
 impl Write {
     async fn run(&self, session: &Session, st: &Statements) -> Result<(), ExecutionError> {
         match self {
-            Write::Span(row) => session.execute_unpaged(&st.span, row.values()).await,
-            Write::BySpan(r) => {
-                let duration = match r.duration_ms {
-                    0 => MaybeUnset::Unset,
-                    d => MaybeUnset::Set(i64::try_from(d).unwrap_or(i64::MAX)),
-                };
-                session
-                    .execute_unpaged(
-                        &st.by_span,
-                        (&r.service, &r.span, r.bucket, r.ts, &r.trace_id, duration),
-                    )
-                    .await
+            Write::Spans(rows) => {
+                execute_rows(
+                    session,
+                    &st.span,
+                    rows.iter().map(SpanRow::values).collect(),
+                )
+                .await
             }
-            Write::ByRemote(r) => {
-                session
-                    .execute_unpaged(
-                        &st.by_remote,
-                        (&r.service, &r.remote_service, r.bucket, r.ts, &r.trace_id),
-                    )
-                    .await
+            Write::BySpan(rows) => {
+                execute_rows(
+                    session,
+                    &st.by_span,
+                    rows.iter().map(by_span_values).collect(),
+                )
+                .await
+            }
+            Write::ByRemote(rows) => {
+                let values = rows.iter().map(by_remote_values).collect();
+                execute_rows(session, &st.by_remote, values).await
             }
             Write::Entry(table, k, v) => {
                 let p = match table {
@@ -163,11 +203,36 @@ impl Write {
                     EntryTable::ServiceRemoteService => &st.service_remote,
                     EntryTable::AutocompleteTags => &st.autocomplete,
                 };
-                session.execute_unpaged(p, (k, v)).await
+                session.execute_unpaged(p, (k, v)).await.map(|_| ())
             }
         }
-        .map(|_| ())
     }
+}
+
+/// Groups rows by partition key (first-seen order, rows in order) and cuts
+/// each group into requests of at most [`MAX_BATCH_ROWS`].
+fn partition_groups<K: Eq + std::hash::Hash, R>(
+    rows: impl IntoIterator<Item = R>,
+    key: impl Fn(&R) -> K,
+) -> Vec<Vec<R>> {
+    let mut groups: Vec<Vec<R>> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for r in rows {
+        let i = *index.entry(key(&r)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(r);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        while g.len() > MAX_BATCH_ROWS {
+            let rest = g.split_off(MAX_BATCH_ROWS);
+            out.push(std::mem::replace(&mut g, rest));
+        }
+        out.push(g);
+    }
+    out
 }
 
 /// Remembers recently written index entries so hot `(service, span)` pairs
@@ -211,7 +276,7 @@ pub struct CassandraStats {
     pub spans_written: AtomicU64,
     /// Write calls that failed (their spans were not acknowledged).
     pub writes_failed: AtomicU64,
-    /// Individual statements that failed.
+    /// Requests (a statement or a single-partition batch) that failed.
     pub statements_failed: AtomicU64,
     /// Traces linked before their window passed, because the link buffer was full.
     pub traces_linked_early: AtomicU64,
@@ -264,6 +329,9 @@ impl CassandraSink {
             .known_nodes(&config.contact_points)
             .connection_timeout(config.connect_timeout)
             .default_execution_profile_handle(profile.into_handle());
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_context(Some(tls.context()?));
+        }
         if let Some((user, password)) = &config.credentials {
             builder = builder.user(user, password);
         }
@@ -396,7 +464,9 @@ impl CassandraSink {
     fn plan(&self, spans: &[Span]) -> Vec<Write> {
         let now = now_millis();
         let instant = Instant::now();
-        let mut writes = Vec::with_capacity(spans.len() * 4);
+        let mut span_rows = Vec::with_capacity(spans.len());
+        let mut by_span = Vec::with_capacity(spans.len() * 2);
+        let mut by_remote = Vec::new();
         let mut entries = Vec::new();
         for s in spans {
             let r = rows::span_rows(
@@ -406,11 +476,9 @@ impl CassandraSink {
                 self.config.search_enabled,
                 &self.config.autocomplete_keys,
             );
-            if let Some(row) = r.span {
-                writes.push(Write::Span(Box::new(row)));
-            }
-            writes.extend(r.trace_by_service_span.into_iter().map(Write::BySpan));
-            writes.extend(r.trace_by_service_remote_service.map(Write::ByRemote));
+            span_rows.extend(r.span);
+            by_span.extend(r.trace_by_service_span);
+            by_remote.extend(r.trace_by_service_remote_service);
             entries.extend(r.service_span.map(|(k, v)| (EntryTable::ServiceSpan, k, v)));
             entries.extend(
                 r.service_remote_service
@@ -422,6 +490,25 @@ impl CassandraSink {
                     .map(|(k, v)| (EntryTable::AutocompleteTags, k, v)),
             );
         }
+        // Zipkin's order: spans, then indexes.
+        let mut writes = Vec::with_capacity(spans.len());
+        writes.extend(
+            partition_groups(span_rows, |r| r.trace_id.clone())
+                .into_iter()
+                .map(Write::Spans),
+        );
+        writes.extend(
+            partition_groups(by_span, |r| (r.service.clone(), r.span.clone(), r.bucket))
+                .into_iter()
+                .map(Write::BySpan),
+        );
+        writes.extend(
+            partition_groups(by_remote, |r| {
+                (r.service.clone(), r.remote_service.clone(), r.bucket)
+            })
+            .into_iter()
+            .map(Write::ByRemote),
+        );
         let mut cache = self.entries_lock();
         for e in entries {
             if cache.should_write(&e, instant) {
@@ -577,6 +664,28 @@ impl BlockingCassandraSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_grouped_by_partition_in_order_and_cut_into_batches() {
+        // (partition, row)
+        let rows: Vec<(u8, usize)> = (0..40).map(|i| ((i % 3) as u8, i)).collect();
+        let groups = partition_groups(rows, |r| r.0);
+        let sizes: Vec<(u8, usize)> = groups.iter().map(|g| (g[0].0, g.len())).collect();
+        // 14 rows of partition 0 and 13 each of 1 and 2: none over the cap.
+        assert_eq!(sizes, [(0, 14), (1, 13), (2, 13)]);
+        for g in &groups {
+            assert!(g.iter().all(|r| r.0 == g[0].0), "one partition per batch");
+            assert!(
+                g.windows(2).all(|w| w[0].1 < w[1].1),
+                "rows keep their order"
+            );
+        }
+        let big = partition_groups((0..MAX_BATCH_ROWS * 2 + 3).map(|i| (7u8, i)), |r| r.0);
+        let sizes: Vec<usize> = big.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH_ROWS, MAX_BATCH_ROWS, 3]);
+        let all: Vec<usize> = big.into_iter().flatten().map(|r| r.1).collect();
+        assert_eq!(all, (0..MAX_BATCH_ROWS * 2 + 3).collect::<Vec<_>>());
+    }
 
     #[test]
     fn entry_cache_skips_recent_entries_and_forgets_failures() {

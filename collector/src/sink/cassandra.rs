@@ -25,6 +25,7 @@ impl Sink for CassandraSinkAdapter {
             match BlockingCassandraSink::connect(self.config.clone()) {
                 Ok(s) => self.sink = Some(s),
                 Err(e @ CassandraError::Config(_))
+                | Err(e @ CassandraError::Tls(_))
                 | Err(e @ CassandraError::MissingSchema { .. }) => {
                     return Err(SinkError::Rejected {
                         spans: batch.len(),

@@ -1,18 +1,27 @@
 //! Real servers for the Cassandra store's tests: a Cassandra node started by
 //! scripts/cassandra.sh and the real Zipkin server reading its keyspace,
 //! both on free loopback ports, plus a tiny HTTP client for Zipkin's API.
+#![allow(dead_code)] // each including test binary uses a different subset
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// Zipkin server release whose `cassandra3` storage reads what we write.
 const ZIPKIN_VERSION: &str = "3.6.1";
 
+/// The repository root, from either package that includes this module (the
+/// collector's tests, or the root package's end-to-end tests).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("scripts/cassandra.sh").exists() {
+        return manifest.to_path_buf();
+    }
+    manifest
         .parent()
         .expect("collector/ sits in the repository")
         .to_path_buf()
@@ -48,28 +57,54 @@ pub struct Cassandra {
     pub dir: tempfile::TempDir,
     pub port: u16,
     storage_port: u16,
+    /// Appended to the node's cassandra.yaml (CASSANDRA_EXTRA_YAML).
+    extra_yaml: Option<PathBuf>,
 }
 
 impl Cassandra {
     /// Starts a node (scripts/cassandra.sh fetches it when needed); panics
     /// with the script's output when it cannot.
     pub fn start() -> Cassandra {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let c = Cassandra {
-            dir,
-            port: free_port(),
-            storage_port: free_port(),
-        };
-        c.run_start();
+        let c = Cassandra::unstarted();
+        c.launch();
         c
     }
 
+    /// A node with its directory and ports chosen but not running yet (so a
+    /// client can be pointed at it before it is up); [`Cassandra::launch`]
+    /// starts it.
+    pub fn unstarted() -> Cassandra {
+        Cassandra {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            storage_port: free_port(),
+            extra_yaml: None,
+        }
+    }
+
+    /// Starts a node whose cassandra.yaml ends with `extra_yaml` (kept
+    /// under the node's directory, also for restarts).
+    pub fn start_with_yaml(extra_yaml: &str) -> Cassandra {
+        let mut c = Cassandra::unstarted();
+        let path = c.dir.path().join("extra.yaml");
+        std::fs::write(&path, extra_yaml).expect("write the extra yaml");
+        c.extra_yaml = Some(path);
+        c.launch();
+        c
+    }
+
+    /// Starts the node and waits for its CQL port.
+    pub fn launch(&self) {
+        self.run_start();
+    }
+
     fn script(&self, args: &[&str]) -> std::process::Output {
-        Command::new("bash")
-            .arg(repo_root().join("scripts/cassandra.sh"))
-            .args(args)
-            .output()
-            .expect("run scripts/cassandra.sh")
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("scripts/cassandra.sh")).args(args);
+        if let Some(y) = &self.extra_yaml {
+            cmd.env("CASSANDRA_EXTRA_YAML", y);
+        }
+        cmd.output().expect("run scripts/cassandra.sh")
     }
 
     fn run_start(&self) {
@@ -157,6 +192,9 @@ fn zipkin_jar() -> PathBuf {
     jar
 }
 
+/// Dependency edges: (parent, child) → (calls, errors).
+pub type Edges = BTreeMap<(String, String), (u64, u64)>;
+
 /// The real Zipkin server with `STORAGE_TYPE=cassandra3`, killed on drop.
 pub struct Zipkin {
     child: Child,
@@ -232,6 +270,45 @@ impl Zipkin {
     pub fn rss_mib(&self) -> Option<u64> {
         rss_mib(&self.child.id().to_string())
     }
+
+    /// GET `path`, expecting a JSON list of strings (services, span names).
+    pub fn names(&self, path: &str) -> Vec<String> {
+        self.json(path)
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path}: not a list"))
+            .iter()
+            .map(|s| s.as_str().expect("a string").to_string())
+            .collect()
+    }
+
+    /// The ids of the traces `/api/v2/traces?{query}` finds (up to 1000).
+    pub fn trace_ids(&self, query: &str) -> BTreeSet<String> {
+        self.json(&format!("/api/v2/traces?limit=1000&{query}"))
+            .as_array()
+            .expect("a list of traces")
+            .iter()
+            .map(|t| t[0]["traceId"].as_str().expect("traceId").to_string())
+            .collect()
+    }
+
+    /// `/api/v2/dependencies` of the two days before `end_ms`: the raw
+    /// answer and (parent, child) → (calls, errors).
+    pub fn dependency_edges(&self, end_ms: u64) -> (Value, Edges) {
+        let deps = self.json(&format!(
+            "/api/v2/dependencies?endTs={end_ms}&lookback=172800000"
+        ));
+        let edges = deps
+            .as_array()
+            .expect("a list of links")
+            .iter()
+            .map(|l| {
+                let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                let n = |k: &str| l[k].as_u64().unwrap_or(0);
+                ((s("parent"), s("child")), (n("callCount"), n("errorCount")))
+            })
+            .collect();
+        (deps, edges)
+    }
 }
 
 impl Drop for Zipkin {
@@ -241,41 +318,23 @@ impl Drop for Zipkin {
     }
 }
 
-/// A minimal HTTP/1.1 GET (Connection: close), chunked bodies decoded.
+/// GET `http://127.0.0.1:port{path}`: the status and body, for any status.
+/// (A hand-rolled `Connection: close` client waited seconds per request for
+/// Zipkin's server to close the connection.)
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    if !chunked {
-        return Ok((status, body.to_string()));
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size, after) = rest.split_once("\r\n").ok_or_else(bad)?;
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad())?;
-        if size == 0 {
-            break;
-        }
-        out.push_str(after.get(..size).ok_or_else(bad)?);
-        rest = after.get(size + 2..).ok_or_else(bad)?;
-    }
-    Ok((status, out))
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let res = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .get(&url)
+        .set("Accept", "application/json")
+        .call();
+    let res = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    let status = res.status();
+    let body = res.into_string()?;
+    Ok((status, body))
 }
