@@ -316,6 +316,18 @@ impl Stream {
     /// position `first`. Positions already held are skipped; positions
     /// after `next` are counted as lost. Synced as the policy says.
     pub fn append(&self, first: u64, records: &[u8]) -> anyhow::Result<Appended> {
+        let a = self.append_deferred(first, records)?;
+        if a.written > 0 {
+            self.sync_batch()?;
+        }
+        Ok(a)
+    }
+
+    /// Like [`Stream::append`], but leaves the `batch` policy's sync to a
+    /// later [`Stream::sync_batch`] (group commit: one sync for several
+    /// batches that arrived together). Nothing appended may be acknowledged
+    /// before that sync.
+    pub fn append_deferred(&self, first: u64, records: &[u8]) -> anyhow::Result<Appended> {
         let recs = split_records(records);
         let mut g = self.lock();
         let mut out = Appended {
@@ -337,7 +349,6 @@ impl Stream {
             self.save_meta(&m)?;
         }
         let mut buf = Vec::new();
-        let mut wrote_any = false;
         for rec in &recs[skip as usize..] {
             let need_new = match g.segments.last() {
                 None => true,
@@ -363,18 +374,23 @@ impl Stream {
             }
             pos += 1;
             out.written += 1;
-            wrote_any = true;
         }
         self.flush(&mut g, &mut buf)?;
-        if wrote_any && self.cfg.fsync == FsyncPolicy::Batch {
-            if let Some(f) = &g.active {
-                f.sync_data()?;
-            }
-        }
         g.next = pos;
         out.next = pos;
         self.retain(&mut g)?;
         Ok(out)
+    }
+
+    /// The `batch` policy's sync of what was appended (`fdatasync` of the
+    /// active segment; earlier segments were synced when they were closed).
+    pub fn sync_batch(&self) -> anyhow::Result<()> {
+        if self.cfg.fsync == FsyncPolicy::Batch {
+            if let Some(f) = &self.lock().active {
+                f.sync_data()?;
+            }
+        }
+        Ok(())
     }
 
     fn flush(&self, g: &mut Inner, buf: &mut Vec<u8>) -> anyhow::Result<()> {

@@ -13,6 +13,9 @@ use super::io::{blocking, send, Close, FrameReader};
 use super::peers::PeerGuard;
 use crate::store::{Store, Stream};
 
+/// Most `Records` frames appended and synced as one group.
+const MAX_GROUP: usize = 64;
+
 /// Serves a consumer until it disconnects (`Ok`) or the connection fails.
 pub(super) async fn serve(
     rx: &mut FrameReader,
@@ -22,10 +25,15 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Close> {
     let mut handles: HashMap<u32, Arc<Stream>> = HashMap::new();
+    // A frame read while gathering a group of `Records`, handled next.
+    let mut stashed: Option<Frame> = None;
     loop {
-        let f = tokio::select! {
-            f = rx.next(true) => f,
-            _ = stop.wait_for(|s| *s) => return Err(Close::Shutdown),
+        let f = match stashed.take() {
+            Some(f) => Ok(f),
+            None => tokio::select! {
+                f = rx.next(true) => f,
+                _ = stop.wait_for(|s| *s) => return Err(Close::Shutdown),
+            },
         };
         let f = match f {
             Err(Close::Eof) => return Ok(()),
@@ -56,26 +64,58 @@ pub(super) async fn serve(
                 first,
                 records,
             } => {
-                let s = stream(&handle)?;
-                let s2 = s.clone();
-                let a = blocking(move || s2.append(first, &records)).await?;
-                if a.written > 0 {
+                // Group commit: the Records frames that arrived with this
+                // one are appended together and synced once per stream
+                // before any of them is acknowledged.
+                let mut group = vec![(stream(&handle)?, handle, first, records)];
+                while group.len() < MAX_GROUP {
+                    match rx.try_next()? {
+                        Some(Frame::Records {
+                            handle,
+                            first,
+                            records,
+                        }) => group.push((stream(&handle)?, handle, first, records)),
+                        Some(other) => {
+                            stashed = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let (group, appended) = blocking(move || {
+                    let mut appended = Vec::with_capacity(group.len());
+                    for (s, _, first, records) in &group {
+                        appended.push(s.append_deferred(*first, records)?);
+                    }
+                    let mut synced: Vec<&Arc<Stream>> = Vec::new();
+                    for ((s, ..), a) in group.iter().zip(&appended) {
+                        if a.written > 0 && !synced.iter().any(|x| Arc::ptr_eq(x, s)) {
+                            s.sync_batch()?;
+                            synced.push(s);
+                        }
+                    }
+                    Ok((group, appended))
+                })
+                .await?;
+                let mut acks: Vec<Frame> = Vec::new();
+                for ((s, handle, ..), a) in group.iter().zip(&appended) {
+                    if a.gap > 0 {
+                        tracing::warn!(key = ?s.key(), lost = a.gap, at = a.next - a.written, "gap in positions: records lost upstream");
+                    }
+                    if a.duplicates > 0 {
+                        tracing::debug!(key = ?s.key(), duplicates = a.duplicates, "skipped records already held");
+                    }
+                    // One Ack per stream: its newest position.
+                    acks.retain(|f| !matches!(f, Frame::Ack { handle: h, .. } if h == handle));
+                    acks.push(Frame::Ack {
+                        handle: *handle,
+                        next: a.next,
+                    });
+                }
+                if appended.iter().any(|a| a.written > 0) {
                     store.notify();
                 }
-                if a.gap > 0 {
-                    tracing::warn!(key = ?s.key(), lost = a.gap, at = a.next - a.written, "gap in positions: records lost upstream");
-                }
-                if a.duplicates > 0 {
-                    tracing::debug!(key = ?s.key(), duplicates = a.duplicates, "skipped records already held");
-                }
-                send(
-                    w,
-                    &[Frame::Ack {
-                        handle,
-                        next: a.next,
-                    }],
-                )
-                .await?;
+                send(w, &acks).await?;
             }
             Frame::Counters {
                 handle,

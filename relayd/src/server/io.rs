@@ -117,6 +117,34 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// A frame that is already here — buffered, or readable from the socket
+    /// without waiting — or `None`. Lets a session handle frames that
+    /// arrived together as one group (the relay syncs them once).
+    pub(super) fn try_next(&mut self) -> Result<Option<Frame>, Close> {
+        loop {
+            if let Some(f) = self.fb.next_frame()? {
+                self.partial_since = (!self.fb.is_empty()).then_some(self.last_read);
+                return Ok(Some(f));
+            }
+            match self.sock.try_read(&mut self.buf) {
+                Ok(0) => return Ok(None), // EOF: the next `next` reports it
+                Ok(n) => {
+                    let now = Instant::now();
+                    if self.fb.is_empty() {
+                        self.partial_since = Some(now);
+                    }
+                    self.last_rx = now;
+                    self.last_read = now;
+                    self.fb.extend(&self.buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 pub(super) async fn send(w: &mut OwnedWriteHalf, frames: &[Frame]) -> Result<(), Close> {
     let mut bytes = Vec::new();
     for f in frames {
