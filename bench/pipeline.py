@@ -362,7 +362,7 @@ def main():
     q = a.quick
     params = {
         "throughput": {"records": 2_000_000 if q else 20_000_000, "procs": 4},
-        "concurrent": {"rate": 3_000_000, "seconds": 2 if q else 10, "procs": 4, "ring_size": "16M"},
+        "concurrent": {"rate": 3_100_000, "seconds": 2 if q else 10, "procs": 4, "ring_size": "16M"},
         "latency": {"rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
         "idle": {"procs": 100, "seconds": 5 if q else 30},
     }
