@@ -178,7 +178,8 @@ pub fn reference_point(src: ClockSource) -> (u64, u64) {
 
 /// Initial calibration: two reference points about a millisecond apart
 /// (the only wait in the library, paid once per process on its first record).
-/// Writers refresh the second point about once a second afterwards.
+/// Writers refresh the second point 1, 2, 4 … ms later, then once a second
+/// (`recorder::refresh_interval`).
 pub fn initial_calibration(src: ClockSource) -> Calibration {
     if !src.is_tsc() {
         return Calibration::IDENTITY;

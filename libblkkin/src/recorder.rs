@@ -210,7 +210,11 @@ fn create_rings(cfg: &Config) -> std::io::Result<ProcessRings> {
     }
     let ticks_per_second = clock::ticks_per_second(&calibration);
     let next_refresh = if clock.is_tsc() {
-        calibration.raw1.saturating_add(ticks_per_second)
+        calibration.raw1.saturating_add(refresh_interval(
+            calibration.raw1,
+            calibration.raw0,
+            ticks_per_second,
+        ))
     } else {
         u64::MAX
     };
@@ -251,14 +255,16 @@ impl ProcessRings {
         Ok(())
     }
 
-    /// Publishes a fresh calibration point (about once a second, one thread).
+    /// Publishes a fresh calibration point (one thread at a time; see
+    /// [`refresh_interval`] for when).
     #[cold]
     fn refresh_calibration(&self, now: u64) {
         if self.refreshing.swap(true, Ordering::Acquire) {
             return;
         }
+        let interval = refresh_interval(now, self.first_point.0, self.ticks_per_second);
         self.next_refresh
-            .store(now.saturating_add(self.ticks_per_second), Ordering::Relaxed);
+            .store(now.saturating_add(interval), Ordering::Relaxed);
         let (raw1, ns1) = clock::reference_point(self.clock);
         let c = Calibration {
             raw0: self.first_point.0,
@@ -271,6 +277,20 @@ impl ProcessRings {
         }
         self.refreshing.store(false, Ordering::Release);
     }
+}
+
+/// Ticks from a calibration point at `now` to the next one: as long as the
+/// calibration's baseline (`now` − the first point `raw0`), between a
+/// millisecond and a second. The slope's error is the reference points'
+/// reading error over the baseline, so doubling the baseline early (1, 2,
+/// 4 … ms) makes it small within milliseconds — the first points are only
+/// a millisecond apart — and readers that convert the same record with the
+/// calibrations of different moments agree to well under a microsecond;
+/// after a second, one point a second.
+fn refresh_interval(now: u64, raw0: u64, ticks_per_second: u64) -> u64 {
+    let min = (ticks_per_second / 1000).max(1);
+    now.saturating_sub(raw0)
+        .clamp(min, ticks_per_second.max(min))
 }
 
 /// Records one annotation. The hot path: lock-free, allocation-free.
@@ -318,4 +338,24 @@ pub fn rings() -> Option<&'static ProcessRings> {
     let p = RINGS.load(Ordering::Acquire);
     // SAFETY: see `record`.
     (!p.is_null()).then(|| unsafe { &*p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_interval;
+
+    #[test]
+    fn calibration_points_double_their_spacing_up_to_a_second() {
+        let tps = 1_000_000_000; // a 1 GHz clock
+        let raw0 = 5_000;
+        // The initial points are a millisecond apart: the first refresh
+        // comes a millisecond later, then 2, 4, 8 … ms, then every second.
+        assert_eq!(refresh_interval(raw0 + 1_000_000, raw0, tps), 1_000_000);
+        assert_eq!(refresh_interval(raw0 + 8_000_000, raw0, tps), 8_000_000);
+        assert_eq!(refresh_interval(raw0 + 7 * tps, raw0, tps), tps);
+        // Never under a millisecond, whatever the values.
+        assert_eq!(refresh_interval(raw0 + 100, raw0, tps), 1_000_000);
+        assert_eq!(refresh_interval(0, raw0, tps), 1_000_000);
+        assert_eq!(refresh_interval(u64::MAX, 0, 0), 1);
+    }
 }

@@ -70,7 +70,8 @@ pub struct HeaderInit {
 /// Maps raw record timestamps to Unix nanoseconds.
 ///
 /// Two reference points (raw, ns): the first taken when the process started
-/// tracing, the second refreshed by writers about once a second. The slope
+/// tracing, the second refreshed by writers at doubling intervals from 1 ms
+/// up to once a second. The slope
 /// between them converts ticks to nanoseconds; the newest point anchors it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Calibration {
