@@ -11,6 +11,10 @@ use anyhow::Context;
 use blkkin::ring::ReadMode;
 use clap::{Parser, Subcommand};
 
+// The collector runs in this process under `blkkin up`/`demo`.
+#[global_allocator]
+static ALLOC: blkkin_collector::Allocator = blkkin_collector::ALLOCATOR;
+
 mod analyze;
 mod demo;
 mod status;

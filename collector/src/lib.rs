@@ -14,3 +14,14 @@ pub mod source;
 pub mod store;
 pub mod tbinary;
 pub mod v1;
+
+/// The allocator the collector's binaries (`blkkin-collector`, `blkkin`)
+/// install with `#[global_allocator]`: mimalloc. Assembly allocates and
+/// frees many small strings per span from one thread while sink threads
+/// free batches; glibc malloc spent about a third of the assembly +
+/// encoding time consolidating and unlinking chunks
+/// (collector/benches/throughput.rs under perf).
+pub type Allocator = mimalloc::MiMalloc;
+
+/// The [`Allocator`] value for `#[global_allocator]`.
+pub const ALLOCATOR: Allocator = mimalloc::MiMalloc;

@@ -12,6 +12,9 @@ use clap::Parser;
 
 use blkkin_collector::service::{Collector, CollectorArgs};
 
+#[global_allocator]
+static ALLOC: blkkin_collector::Allocator = blkkin_collector::ALLOCATOR;
+
 /// Reads blkkin relays live, assembles the Dapper annotations into Zipkin
 /// spans and delivers them to every sink given (at least one).
 ///

@@ -32,7 +32,7 @@ fn struct_begin(o: &mut Out<'_>) -> thrift::Result<()> {
     })
 }
 
-fn write_endpoint(o: &mut Out<'_>, e: &V1Endpoint) -> thrift::Result<()> {
+fn write_endpoint(o: &mut Out<'_>, e: &V1Endpoint<'_>) -> thrift::Result<()> {
     struct_begin(o)?; // Endpoint
     field(o, "ipv4", TType::I32, 1)?;
     o.write_i32(e.ipv4)?;
@@ -48,7 +48,7 @@ fn write_endpoint(o: &mut Out<'_>, e: &V1Endpoint) -> thrift::Result<()> {
     o.write_struct_end()
 }
 
-fn write_host(o: &mut Out<'_>, id: i16, host: &Option<Arc<V1Endpoint>>) -> thrift::Result<()> {
+fn write_host(o: &mut Out<'_>, id: i16, host: &Option<Arc<V1Endpoint<'_>>>) -> thrift::Result<()> {
     if let Some(h) = host {
         field(o, "host", TType::Struct, id)?;
         write_endpoint(o, h)?;
@@ -56,7 +56,7 @@ fn write_host(o: &mut Out<'_>, id: i16, host: &Option<Arc<V1Endpoint>>) -> thrif
     Ok(())
 }
 
-fn write_annotation(o: &mut Out<'_>, a: &V1Annotation) -> thrift::Result<()> {
+fn write_annotation(o: &mut Out<'_>, a: &V1Annotation<'_>) -> thrift::Result<()> {
     struct_begin(o)?; // Annotation
     field(o, "timestamp", TType::I64, 1)?;
     o.write_i64(a.timestamp)?;
@@ -67,7 +67,7 @@ fn write_annotation(o: &mut Out<'_>, a: &V1Annotation) -> thrift::Result<()> {
     o.write_struct_end()
 }
 
-fn write_binary_annotation(o: &mut Out<'_>, b: &V1BinaryAnnotation) -> thrift::Result<()> {
+fn write_binary_annotation(o: &mut Out<'_>, b: &V1BinaryAnnotation<'_>) -> thrift::Result<()> {
     struct_begin(o)?; // BinaryAnnotation
     field(o, "key", TType::String, 1)?;
     o.write_string(&b.key)?;
@@ -95,7 +95,7 @@ fn write_list<T>(
 }
 
 /// Writes one `Span` struct.
-pub fn write_span(o: &mut Out<'_>, s: &V1Span) -> thrift::Result<()> {
+pub fn write_span(o: &mut Out<'_>, s: &V1Span<'_>) -> thrift::Result<()> {
     struct_begin(o)?; // Span
     field(o, "trace_id", TType::I64, 1)?;
     o.write_i64(s.trace_id)?;
@@ -139,12 +139,12 @@ fn to_vec(f: impl FnOnce(&mut Out<'_>) -> thrift::Result<()>) -> Vec<u8> {
 }
 
 /// One span in TBinaryProtocol (a Scribe message before base64).
-pub fn encode_span(s: &V1Span) -> Vec<u8> {
+pub fn encode_span(s: &V1Span<'_>) -> Vec<u8> {
     to_vec(|o| write_span(o, s))
 }
 
 /// A `list<Span>` in TBinaryProtocol: the body of `POST /api/v1/spans`.
-pub fn encode_span_list(spans: &[V1Span]) -> Vec<u8> {
+pub fn encode_span_list(spans: &[V1Span<'_>]) -> Vec<u8> {
     to_vec(|o| write_list(o, spans, write_span))
 }
 
@@ -316,13 +316,13 @@ pub(crate) mod decode {
         i.read_struct_end()
     }
 
-    fn endpoint(i: &mut In<'_>) -> thrift::Result<V1Endpoint> {
+    fn endpoint(i: &mut In<'_>) -> thrift::Result<V1Endpoint<'static>> {
         let mut e = V1Endpoint::default();
         fields(i, |i, id, _| {
             match id {
                 1 => e.ipv4 = i.read_i32()?,
                 2 => e.port = i.read_i16()?,
-                3 => e.service_name = i.read_string()?,
+                3 => e.service_name = i.read_string()?.into(),
                 4 => e.ipv6 = Some(i.read_bytes()?.try_into().expect("16 bytes")),
                 _ => return Ok(false),
             }
@@ -344,25 +344,25 @@ pub(crate) mod decode {
     }
 
     /// Reads one `Span` struct.
-    pub fn span(i: &mut In<'_>) -> thrift::Result<V1Span> {
+    pub fn span(i: &mut In<'_>) -> thrift::Result<V1Span<'static>> {
         let mut s = V1Span::default();
         fields(i, |i, id, _| {
             match id {
                 1 => s.trace_id = i.read_i64()?,
-                3 => s.name = i.read_string()?,
+                3 => s.name = i.read_string()?.into(),
                 4 => s.id = i.read_i64()?,
                 5 => s.parent_id = Some(i.read_i64()?),
                 6 => {
                     s.annotations = list(i, |i| {
                         let mut a = V1Annotation {
                             timestamp: 0,
-                            value: String::new(),
+                            value: "".into(),
                             host: None,
                         };
                         fields(i, |i, id, _| {
                             match id {
                                 1 => a.timestamp = i.read_i64()?,
-                                2 => a.value = i.read_string()?,
+                                2 => a.value = i.read_string()?.into(),
                                 3 => a.host = Some(Arc::new(endpoint(i)?)),
                                 _ => return Ok(false),
                             }
@@ -374,15 +374,15 @@ pub(crate) mod decode {
                 8 => {
                     s.binary_annotations = list(i, |i| {
                         let mut b = V1BinaryAnnotation {
-                            key: String::new(),
-                            value: Vec::new(),
+                            key: "".into(),
+                            value: Vec::new().into(),
                             annotation_type: AnnotationType::Bytes,
                             host: None,
                         };
                         fields(i, |i, id, _| {
                             match id {
-                                1 => b.key = i.read_string()?,
-                                2 => b.value = i.read_bytes()?,
+                                1 => b.key = i.read_string()?.into(),
+                                2 => b.value = i.read_bytes()?.into(),
                                 3 => {
                                     b.annotation_type = AnnotationType::from_i32(i.read_i32()?)
                                         .expect("known annotation type")
@@ -407,7 +407,7 @@ pub(crate) mod decode {
     }
 
     /// Reads a `list<Span>`.
-    pub fn span_list(i: &mut In<'_>) -> thrift::Result<Vec<V1Span>> {
+    pub fn span_list(i: &mut In<'_>) -> thrift::Result<Vec<V1Span<'static>>> {
         list(i, span)
     }
 }
@@ -419,7 +419,9 @@ mod tests {
     use super::*;
     use crate::model::{Annotation, Endpoint, Span, SpanKind};
 
-    fn spans() -> Vec<V1Span> {
+    /// V1 spans converted from two v2 spans (leaked: they live as long as
+    /// the test).
+    fn spans() -> Vec<V1Span<'static>> {
         let ep = Endpoint {
             service_name: Some("osd".into()),
             ipv4: Some("10.0.0.2".into()),
@@ -459,8 +461,8 @@ mod tests {
             local_endpoint: Some(ep),
             ..Span::default()
         };
-        [server, local]
-            .iter()
+        let v2: &'static [Span; 2] = Box::leak(Box::new([server, local]));
+        v2.iter()
             .map(|s| V1Span::from_v2_with(s, crate::v1::IntegerTags::I64).unwrap())
             .collect()
     }

@@ -17,6 +17,7 @@
 //! - a span with nothing else gets an empty `lc` binary annotation, so its
 //!   local endpoint is not lost.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -75,22 +76,32 @@ impl AnnotationType {
     }
 }
 
-/// `zipkinCore.thrift` `Endpoint`.
+/// `zipkinCore.thrift` `Endpoint`. Text borrows from the v2 span it was
+/// converted from where it can (the v1 model only lives to be encoded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V1Endpoint {
+pub struct V1Endpoint<'a> {
     /// IPv4 address as a big-endian integer, 0 if unknown.
     pub ipv4: i32,
     /// Port (unsigned on the wire despite the type), 0 if unknown.
     pub port: i16,
     /// Lower-case service name, "" if unknown.
-    pub service_name: String,
+    pub service_name: Cow<'a, str>,
     /// IPv6 address, if known.
     pub ipv6: Option<[u8; 16]>,
 }
 
-impl V1Endpoint {
+/// `s` in lower case, borrowed when it already is.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_uppercase) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl<'a> V1Endpoint<'a> {
     /// From a v2 endpoint (unparsable addresses are left out).
-    pub fn from_v2(e: &Endpoint) -> V1Endpoint {
+    pub fn from_v2(e: &'a Endpoint) -> V1Endpoint<'a> {
         V1Endpoint {
             ipv4: e
                 .ipv4
@@ -98,7 +109,7 @@ impl V1Endpoint {
                 .and_then(|a| a.parse::<Ipv4Addr>().ok())
                 .map_or(0, |a| u32::from(a) as i32),
             port: e.port.unwrap_or(0) as i16,
-            service_name: e.service_name.as_deref().unwrap_or("").to_lowercase(),
+            service_name: lower(e.service_name.as_deref().unwrap_or("")),
             ipv6: e
                 .ipv6
                 .as_deref()
@@ -110,45 +121,45 @@ impl V1Endpoint {
 
 /// `zipkinCore.thrift` `Annotation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V1Annotation {
+pub struct V1Annotation<'a> {
     /// Epoch microseconds.
     pub timestamp: i64,
     /// The event.
-    pub value: String,
+    pub value: Cow<'a, str>,
     /// Who recorded it (shared by the annotations of one span).
-    pub host: Option<Arc<V1Endpoint>>,
+    pub host: Option<Arc<V1Endpoint<'a>>>,
 }
 
 /// `zipkinCore.thrift` `BinaryAnnotation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V1BinaryAnnotation {
+pub struct V1BinaryAnnotation<'a> {
     /// The key.
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// The value, encoded per `annotation_type` (big-endian numbers).
-    pub value: Vec<u8>,
+    pub value: Cow<'a, [u8]>,
     /// How `value` is encoded.
     pub annotation_type: AnnotationType,
     /// Who recorded it (for `ca`/`sa`/`ma`: the remote address).
-    pub host: Option<Arc<V1Endpoint>>,
+    pub host: Option<Arc<V1Endpoint<'a>>>,
 }
 
 /// `zipkinCore.thrift` `Span`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V1Span {
+pub struct V1Span<'a> {
     /// Low 64 bits of the trace id.
     pub trace_id: i64,
     /// High 64 bits of a 128-bit trace id.
     pub trace_id_high: Option<i64>,
     /// Lower-case name, "" if unknown.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Span id.
     pub id: i64,
     /// Parent span id; absent for a root span.
     pub parent_id: Option<i64>,
     /// Timestamped events, core annotations included.
-    pub annotations: Vec<V1Annotation>,
+    pub annotations: Vec<V1Annotation<'a>>,
     /// Key/values and address annotations.
-    pub binary_annotations: Vec<V1BinaryAnnotation>,
+    pub binary_annotations: Vec<V1BinaryAnnotation<'a>>,
     /// Forced sampling.
     pub debug: Option<bool>,
     /// Epoch microseconds of the start (absent on shared spans).
@@ -279,15 +290,15 @@ impl Metadata {
     }
 }
 
-impl V1Span {
+impl<'a> V1Span<'a> {
     /// Converts a v2 span (see the module documentation for the rules),
     /// integer tags as `STRING`.
-    pub fn from_v2(s: &Span) -> Result<V1Span, ConvertError> {
+    pub fn from_v2(s: &'a Span) -> Result<V1Span<'a>, ConvertError> {
         V1Span::from_v2_with(s, IntegerTags::String)
     }
 
     /// Converts a v2 span, writing integer tags as `integers` says.
-    pub fn from_v2_with(s: &Span, integers: IntegerTags) -> Result<V1Span, ConvertError> {
+    pub fn from_v2_with(s: &'a Span, integers: IntegerTags) -> Result<V1Span<'a>, ConvertError> {
         let (trace_id_high, trace_id) = parse_trace_id(&s.trace_id)?;
         let md = Metadata::of(s);
         // One endpoint shared by every annotation of the span (no copy each).
@@ -299,7 +310,7 @@ impl V1Span {
         let mut out = V1Span {
             trace_id,
             trace_id_high,
-            name: s.name.as_deref().unwrap_or("").to_lowercase(),
+            name: lower(s.name.as_deref().unwrap_or("")),
             id: parse_id("id", &s.id)?,
             parent_id: s
                 .parent_id
@@ -311,11 +322,13 @@ impl V1Span {
             duration: s.duration.filter(|_| !shared).map(|d| d as i64),
             ..V1Span::default()
         };
-        let ann = |timestamp: u64, value: &str| V1Annotation {
+        let ann = |timestamp: u64, value: &'a str| V1Annotation {
             timestamp: timestamp as i64,
-            value: value.to_string(),
+            value: Cow::Borrowed(value),
             host: ep.clone(),
         };
+        out.annotations.reserve_exact(s.annotations.len() + 2);
+        out.binary_annotations.reserve_exact(s.tags.len() + 1);
         let begin = md.begin.filter(|_| md.start != 0);
         let finish = md.finish.filter(|_| md.end != 0);
         if let Some(b) = begin {
@@ -336,14 +349,14 @@ impl V1Span {
                 .flatten();
             out.binary_annotations.push(match int {
                 Some(i) => V1BinaryAnnotation {
-                    key: k.clone(),
-                    value: i.to_be_bytes().to_vec(),
+                    key: Cow::Borrowed(k),
+                    value: Cow::Owned(i.to_be_bytes().to_vec()),
                     annotation_type: AnnotationType::I64,
                     host: ep.clone(),
                 },
                 None => V1BinaryAnnotation {
-                    key: k.clone(),
-                    value: v.as_bytes().to_vec(),
+                    key: Cow::Borrowed(k),
+                    value: Cow::Borrowed(v.as_bytes()),
                     annotation_type: AnnotationType::String,
                     host: ep.clone(),
                 },
@@ -351,16 +364,16 @@ impl V1Span {
         }
         if out.annotations.is_empty() && ep.is_some() && s.tags.is_empty() {
             out.binary_annotations.push(V1BinaryAnnotation {
-                key: "lc".into(),
-                value: Vec::new(),
+                key: Cow::Borrowed("lc"),
+                value: Cow::Borrowed(&[]),
                 annotation_type: AnnotationType::String,
                 host: ep.clone(),
             });
         }
         if let (Some(addr), Some(remote)) = (md.addr, &s.remote_endpoint) {
             out.binary_annotations.push(V1BinaryAnnotation {
-                key: addr.into(),
-                value: vec![1],
+                key: Cow::Borrowed(addr),
+                value: Cow::Borrowed(&[1]),
                 annotation_type: AnnotationType::Bool,
                 host: Some(Arc::new(V1Endpoint::from_v2(remote))),
             });
@@ -411,7 +424,8 @@ mod tests {
 
     #[test]
     fn client_span_gets_cs_cr_sa_and_typed_binary_annotations() {
-        let v1 = V1Span::from_v2_with(&client(), IntegerTags::I64).unwrap();
+        let c = client();
+        let v1 = V1Span::from_v2_with(&c, IntegerTags::I64).unwrap();
         assert_eq!(v1.trace_id_high, Some(0x463ac35c9f6413ad));
         assert_eq!(v1.trace_id, 0x48485a3953bb6124);
         assert_eq!((v1.id, v1.parent_id), (0xbb, Some(1)));
@@ -421,41 +435,42 @@ mod tests {
         let anns: Vec<(i64, &str)> = v1
             .annotations
             .iter()
-            .map(|a| (a.timestamp, a.value.as_str()))
+            .map(|a| (a.timestamp, &*a.value))
             .collect();
         assert_eq!(anns, [(1000, "cs"), (1010, "sent"), (1030, "cr")]);
         let host = v1.annotations[0].host.as_ref().unwrap();
         assert_eq!(host.ipv4, 0x0a000001);
-        assert_eq!((host.port, host.service_name.as_str()), (5000, "client"));
+        assert_eq!((host.port, &*host.service_name), (5000, "client"));
         let b = &v1.binary_annotations;
         assert_eq!(b.len(), 3);
         assert_eq!(
-            (b[0].key.as_str(), b[0].annotation_type),
+            (&*b[0].key, b[0].annotation_type),
             ("bytes", AnnotationType::I64)
         );
-        assert_eq!(b[0].value, 4096i64.to_be_bytes());
+        assert_eq!(*b[0].value, 4096i64.to_be_bytes());
         assert_eq!(
-            (b[1].key.as_str(), b[1].annotation_type),
+            (&*b[1].key, b[1].annotation_type),
             ("object", AnnotationType::String)
         );
-        assert_eq!(b[1].value, b"obj");
+        assert_eq!(*b[1].value, *b"obj");
         assert_eq!(
-            (b[2].key.as_str(), b[2].annotation_type),
+            (&*b[2].key, b[2].annotation_type),
             ("sa", AnnotationType::Bool)
         );
-        assert_eq!(b[2].value, [1]);
+        assert_eq!(*b[2].value, [1]);
         assert_eq!(b[2].host.as_ref().unwrap().service_name, "osd");
     }
 
     #[test]
     fn integer_tags_are_decimal_strings_by_default() {
-        let v1 = V1Span::from_v2(&client()).unwrap();
+        let c = client();
+        let v1 = V1Span::from_v2(&c).unwrap();
         let b = &v1.binary_annotations[0];
         assert_eq!(
-            (b.key.as_str(), b.annotation_type),
+            (&*b.key, b.annotation_type),
             ("bytes", AnnotationType::String)
         );
-        assert_eq!(b.value, b"4096");
+        assert_eq!(*b.value, *b"4096");
     }
 
     #[test]
@@ -487,7 +502,7 @@ mod tests {
         assert!(v1.annotations.is_empty());
         assert_eq!(v1.binary_annotations.len(), 1);
         assert_eq!(v1.binary_annotations[0].key, "lc");
-        assert_eq!(v1.binary_annotations[0].value, b"");
+        assert!(v1.binary_annotations[0].value.is_empty());
         assert_eq!((v1.timestamp, v1.duration), (Some(5), Some(1)));
     }
 

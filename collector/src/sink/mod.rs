@@ -204,7 +204,7 @@ impl SinkStats {
 }
 
 /// Converts a batch to v1 spans: (the spans, why others could not be).
-pub(crate) fn to_v1(batch: &[Span]) -> (Vec<V1Span>, Vec<String>) {
+pub(crate) fn to_v1(batch: &[Span]) -> (Vec<V1Span<'_>>, Vec<String>) {
     let mut bad = Vec::new();
     let spans = batch
         .iter()
