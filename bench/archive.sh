@@ -41,7 +41,9 @@ trap cleanup EXIT
 TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 log "building blkkin-archive-bench (profile $PROFILE)"
-cargo build --profile "$PROFILE" -q -p blkkin-archive-bench --manifest-path "$ROOT/Cargo.toml"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+cargo build --profile "$PROFILE" -q "${BENCH_PKGS[@]}" --manifest-path "$ROOT/Cargo.toml"
 case "$PROFILE" in
 dev) BIN="$TARGET/debug/blkkin-archive-bench" ;;
 *) BIN="$TARGET/$PROFILE/blkkin-archive-bench" ;;

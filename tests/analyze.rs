@@ -52,56 +52,6 @@ fn write_archive<F: ArchiveFs>(fs: F, spans: &[Span], compression: Compression) 
     assert_eq!(acked, spans.len().div_ceil(100) as u64);
 }
 
-fn close(got: f64, want: f64, tolerance: f64) -> bool {
-    (got - want).abs() <= tolerance + 1e-5 * want.abs()
-}
-
-/// Checks `analyze --format json` against statistics computed by hand.
-fn check_json(json: &str, spans: &[Span], from: Option<u64>, to: Option<u64>, slowest: usize) {
-    let v: Value = serde_json::from_str(json).unwrap();
-    let want = expected_stats(spans, from, to);
-    let total: u64 = want.values().map(|e| e.count).sum();
-    assert!(total > 0);
-    assert_eq!(v["spans"], total);
-    assert_eq!(v["bad_lines"], 0);
-    let ops = v["operations"].as_array().unwrap();
-    assert_eq!(ops.len(), want.len());
-    for op in ops {
-        let key = (
-            op["service"].as_str().unwrap().to_string(),
-            op["name"].as_str().unwrap().to_string(),
-        );
-        let e = &want[&key];
-        assert_eq!(op["spans"], e.count, "{key:?}");
-        assert_eq!(op["errors"], e.errors, "{key:?}");
-        let f = |k: &str| op[k].as_f64().unwrap();
-        assert!(close(f("mean_us"), e.mean(), 0.0), "{key:?} mean {op}");
-        // DataFusion quantises the interpolation weight to 1e-6: allow a
-        // few millionths of the spread of the values.
-        let max = e.durations.iter().copied().fold(0.0, f64::max);
-        let spread = 3e-6 * max;
-        for (k, p) in [("p50_us", 0.5), ("p95_us", 0.95), ("p99_us", 0.99)] {
-            let want = e.percentile(p);
-            assert!(close(f(k), want, spread), "{key:?} {k}: want {want}, {op}");
-        }
-        assert_eq!(f("max_us"), max, "{key:?}");
-    }
-    if from.is_none() && to.is_none() {
-        let got: Vec<(String, i64)> = v["slowest"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                (
-                    t["trace_id"].as_str().unwrap().to_string(),
-                    t["duration_us"].as_i64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(got, expected_slowest(spans, slowest));
-    }
-}
-
 #[test]
 fn json_and_csv_agree_with_statistics_computed_by_hand() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +60,7 @@ fn json_and_csv_agree_with_statistics_computed_by_hand() {
     let archive = dir.path().to_str().unwrap();
 
     let json = stdout_of(&blkkin(&[archive, "--format", "json", "--slowest", "7"]));
-    check_json(&json, &spans, None, None, 7);
+    check_analyze_json(&json, &spans, None, None, 7, 0.0);
 
     // The second hour, given in RFC 3339 with an offset: other hours'
     // files are not read.
@@ -125,7 +75,7 @@ fn json_and_csv_agree_with_statistics_computed_by_hand() {
         "2024-02-29T01:00:00+01:00",
     ]);
     let json = stdout_of(&out);
-    check_json(&json, &spans, Some(from), Some(to), 10);
+    check_analyze_json(&json, &spans, Some(from), Some(to), 10, 0.0);
     let v: Value = serde_json::from_str(&json).unwrap();
     assert!(v["files_pruned"].as_u64().unwrap() > 0, "{v}");
 
@@ -191,7 +141,7 @@ fn json_and_csv_agree_with_statistics_computed_by_hand() {
         .collect();
     // (A range given, from 0: all spans, but no slowest-trace check here;
     // collector/tests/archive.rs checks the slowest traces of a selection.)
-    check_json(&json, &journal, Some(0), None, 10);
+    check_analyze_json(&json, &journal, Some(0), None, 10, 0.0);
     let table = stdout_of(&blkkin(&[archive, "--service", "osd"]));
     assert!(
         table.contains("journal") && !table.contains("aio_read"),
@@ -287,7 +237,7 @@ fn analyze_reads_an_archive_on_real_hdfs() {
         "--slowest",
         "4",
     ]));
-    check_json(&json, &spans, None, None, 4);
+    check_analyze_json(&json, &spans, None, None, 4, 0.0);
 
     // A root that does not exist is an error, and analyze creates nothing.
     let missing = format!("{}/blkkin/none", hdfs.url());

@@ -7,8 +7,12 @@
 //! checked against a second collector reading the same relay into JSON
 //! lines — in a local directory, and on a real HDFS (scripts/hdfs.sh) whose
 //! NameNode also restarts mid-stream (that test fails when HDFS cannot
-//! start, unless BLKKIN_SKIP_HDFS=1 is set).
+//! start, unless BLKKIN_SKIP_HDFS=1 is set), read back through hdfs-native
+//! and WebHDFS; `blkkin analyze` over either archive agrees with the
+//! reference spans (counts, errors, durations computed here).
 
+#[path = "../collector/tests/archive_support/mod.rs"]
+mod archive_support;
 mod common;
 #[path = "../collector/tests/hdfs_support/mod.rs"]
 mod hdfs_support;
@@ -18,9 +22,11 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use archive_support::check_analyze_json;
 use blkkin_collector::archive::{
     encode, layout, ArchiveError, ArchiveFs, FileEntry, HdfsConfig, HdfsFs, LocalFs,
 };
+use blkkin_collector::model::Span;
 use common::collector::{counter, Collector, NodeStack};
 use serde_json::Value;
 
@@ -126,8 +132,39 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Asserts every span of `want` is in `got` exactly once, and nothing else.
-fn assert_exactly_once(want: &[Value], got: &[Value], log: &str) {
+/// How far a time (µs) in the archive may be from the reference
+/// collector's. Readers convert ring ticks with the clock calibration they
+/// hold when they read a record: the restarted collector re-reads records
+/// with the relay's newer calibration, the reference read them live
+/// (docs/ARCHITECTURE.md, "Time"). Seen here: up to 1 µs; more than 10 µs
+/// before writers refreshed their calibration at doubling intervals.
+const TIME_TOLERANCE_US: i64 = 3;
+
+/// The same span, but for times that may differ by TIME_TOLERANCE_US;
+/// records the largest difference seen in `max_diff`.
+fn same_span(want: &Value, got: &Value, max_diff: &mut i64) -> bool {
+    let times = |s: &Value| -> (Value, Vec<i64>) {
+        let mut s = s.clone();
+        let mut t = Vec::new();
+        let mut take = |v: &mut Value| t.push(v.take().as_i64().unwrap_or(-1));
+        take(&mut s["timestamp"]);
+        take(&mut s["duration"]);
+        if let Some(anns) = s["annotations"].as_array_mut() {
+            for a in anns {
+                take(&mut a["timestamp"]);
+            }
+        }
+        (s, t)
+    };
+    let ((w, wt), (g, gt)) = (times(want), times(got));
+    let diff = wt.iter().zip(&gt).map(|(a, b)| (a - b).abs()).max();
+    *max_diff = (*max_diff).max(diff.unwrap_or(0));
+    w == g && wt.len() == gt.len() && diff.unwrap_or(0) <= TIME_TOLERANCE_US
+}
+
+/// Asserts every span of `want_spans` is in `got` exactly once, equal to
+/// it, and nothing else.
+fn assert_exactly_once(want_spans: &[Value], got: &[Value], log: &str) {
     let mut counts: BTreeMap<Key, usize> = BTreeMap::new();
     for s in got {
         *counts.entry(key(s)).or_default() += 1;
@@ -139,10 +176,10 @@ fn assert_exactly_once(want: &[Value], got: &[Value], log: &str) {
         dups.len(),
         dups.first()
     );
-    let want: BTreeSet<Key> = want.iter().map(key).collect();
-    let got: BTreeSet<Key> = counts.into_keys().collect();
-    let missing: Vec<_> = want.difference(&got).collect();
-    let extra: Vec<_> = got.difference(&want).collect();
+    let want: BTreeSet<Key> = want_spans.iter().map(key).collect();
+    let got_keys: BTreeSet<Key> = counts.into_keys().collect();
+    let missing: Vec<_> = want.difference(&got_keys).collect();
+    let extra: Vec<_> = got_keys.difference(&want).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "{} missing (e.g. {:?}), {} unexpected (e.g. {:?})\n{log}",
@@ -151,6 +188,46 @@ fn assert_exactly_once(want: &[Value], got: &[Value], log: &str) {
         extra.len(),
         extra.first()
     );
+    // And each is the span the reference collector assembled, field for
+    // field (times within TIME_TOLERANCE_US).
+    let by_key: BTreeMap<Key, &Value> = got.iter().map(|s| (key(s), s)).collect();
+    let mut max_diff = 0;
+    let differ: Vec<(&Value, &Value)> = want_spans
+        .iter()
+        .map(|w| (w, by_key[&key(w)]))
+        .filter(|(w, g)| !same_span(w, g, &mut max_diff))
+        .collect();
+    eprintln!("times differ from the reference's by up to {max_diff} µs");
+    assert!(
+        differ.is_empty(),
+        "{} spans differ from the reference's, e.g.\n{:?}\n{log}",
+        differ.len(),
+        differ.first()
+    );
+}
+
+/// `blkkin analyze --format json` over `archive` agrees with statistics
+/// computed here from `want` (the reference collector's spans).
+fn assert_analyze_agrees(archive: &str, want: &[Value]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_blkkin"))
+        .args(["analyze", archive, "--hdfs-user", "blkkin"])
+        .args(["--format", "json", "--slowest", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "blkkin analyze {archive}: {stderr}");
+    let spans: Vec<Span> = want
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .collect();
+    let json = String::from_utf8(out.stdout).unwrap();
+    check_analyze_json(&json, &spans, None, None, 20, TIME_TOLERANCE_US as f64);
+    // A request's root is the client's span, not the volume's server half
+    // that shares its id.
+    let v: Value = serde_json::from_str(&json).unwrap();
+    for t in v["slowest"].as_array().unwrap() {
+        assert_eq!(t["root_service"], "client", "{t}");
+    }
 }
 
 fn traces(spans: &[Value]) -> usize {
@@ -288,16 +365,7 @@ pub fn archive_across_a_kill(
     let dir = node.tmp.path();
     let state = dir.join("state");
     let reference_out = dir.join("reference.jsonl");
-    let reference = Collector::start(
-        &[&node.relay],
-        &[
-            "--jsonl",
-            reference_out.to_str().unwrap(),
-            "--linger-ms",
-            "100",
-        ],
-        &dir.join("reference.log"),
-    );
+    let reference = Collector::reference(&node, &reference_out);
     let args = archive_args(archive, &state);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = Collector::start(&[&node.relay], &args, &dir.join("c1.log"));
@@ -343,6 +411,7 @@ fn archive_holds_every_span_once_across_a_collector_kill() {
     assert_eq!(want.len(), 300 * 7, "{log}");
     assert_exactly_once(&want, &got, &log);
     assert!(log.contains("resuming from checkpoint"), "{log}");
+    assert_analyze_agrees(root.to_str().unwrap(), &want);
 }
 
 #[test]
@@ -374,4 +443,17 @@ fn hdfs_archive_holds_every_span_once_across_a_collector_kill_and_a_namenode_res
     assert!(log.contains("resuming from checkpoint"), "{log}");
     // The restart did hit the collector: its writer failed and was reopened.
     assert!(log.contains("archive reopened"), "{log}");
+    // The same files through WebHDFS: every span once, nothing in progress.
+    let mut via_http = Vec::new();
+    for (rel, text) in hdfs.webhdfs_archive(root) {
+        assert!(!rel.starts_with("_tmp/"), "left in progress: {rel}");
+        for line in text.iter().flat_map(|t| t.split(|&b| b == b'\n')) {
+            if !line.is_empty() {
+                via_http.push(serde_json::from_slice(line).unwrap());
+            }
+        }
+    }
+    assert_exactly_once(&want, &via_http, &log);
+    // `blkkin analyze` straight from HDFS agrees with the spans sent.
+    assert_analyze_agrees(&url, &want);
 }

@@ -93,6 +93,17 @@ impl Collector {
         }
     }
 
+    /// A reference collector: reads `node`'s relay into JSON lines at
+    /// `out` (never killed; what other collectors are compared with).
+    pub fn reference(node: &NodeStack, out: &Path) -> Collector {
+        let dir = node.tmp.path();
+        Collector::start(
+            &[&node.relay],
+            &["--jsonl", out.to_str().unwrap(), "--linger-ms", "100"],
+            &dir.join("reference.log"),
+        )
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

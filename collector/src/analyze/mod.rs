@@ -142,6 +142,7 @@ impl From<datafusion::error::DataFusionError> for AnalyzeError {
 /// statement creates it in Spark SQL (see docs/ARCHIVE.md).
 pub const FACTS_VIEW_SQL: &str = "CREATE VIEW span_facts AS SELECT \
     traceId AS trace_id, parentId AS parent_id, \
+    parentId IS NULL AND COALESCE(kind, '') <> 'SERVER' AS is_root, \
     localEndpoint.serviceName AS service, name, \
     timestamp AS ts, duration, \
     tags['error'] IS NOT NULL AS is_error \
@@ -161,13 +162,18 @@ pub const OPERATIONS_SQL: &str = "SELECT \
     GROUP BY COALESCE(service, ''), COALESCE(name, '') \
     ORDER BY service, name";
 
-/// The slowest traces (`LIMIT` is appended).
+/// The slowest traces (`LIMIT` is appended). A trace's duration is its
+/// longest root span's (else first start to last end); its root service
+/// and name are the caller's: a root span shared by a client and a server
+/// is two parentless spans, and the SERVER half is the callee.
 pub const SLOWEST_SQL: &str = "SELECT trace_id, \
     COALESCE(MAX(CASE WHEN parent_id IS NULL THEN duration END), \
              MAX(ts + duration) - MIN(ts)) AS duration_us, \
     MIN(ts) AS start_us, COUNT(*) AS spans, \
-    MAX(CASE WHEN parent_id IS NULL THEN service END) AS root_service, \
-    MAX(CASE WHEN parent_id IS NULL THEN name END) AS root_name \
+    COALESCE(MAX(CASE WHEN is_root THEN service END), \
+             MAX(CASE WHEN parent_id IS NULL THEN service END)) AS root_service, \
+    COALESCE(MAX(CASE WHEN is_root THEN name END), \
+             MAX(CASE WHEN parent_id IS NULL THEN name END)) AS root_name \
     FROM span_facts WHERE_RANGE \
     GROUP BY trace_id \
     HAVING COALESCE(MAX(CASE WHEN parent_id IS NULL THEN duration END), \

@@ -11,6 +11,7 @@ use blkkin_collector::archive::{
     encode, layout, ArchiveError, ArchiveFs, FileEntry, FileSink, Renamed,
 };
 use blkkin_collector::model::{Endpoint, Span};
+use serde_json::Value;
 
 /// Start of the workload: 2024-02-28T22:00:00Z, so spans cross an hour, a
 /// day and a leap day.
@@ -226,12 +227,92 @@ pub fn expected_stats(
     out
 }
 
-/// The `n` slowest root spans (trace id, duration), slowest first.
+pub fn close(got: f64, want: f64, tolerance: f64) -> bool {
+    (got - want).abs() <= tolerance + 1e-5 * want.abs()
+}
+
+/// Checks the output of `blkkin analyze --format json` against statistics
+/// of `spans` computed by hand, and (over the whole archive) its `slowest`
+/// traces; each duration in the archive may differ from the one in `spans`
+/// by up to `tol_us` (0: the same spans).
+pub fn check_analyze_json(
+    json: &str,
+    spans: &[Span],
+    from: Option<u64>,
+    to: Option<u64>,
+    slowest: usize,
+    tol_us: f64,
+) {
+    let v: Value = serde_json::from_str(json).unwrap();
+    let want = expected_stats(spans, from, to);
+    let total: u64 = want.values().map(|e| e.count).sum();
+    assert!(total > 0);
+    assert_eq!(v["spans"], total);
+    assert_eq!(v["bad_lines"], 0);
+    let ops = v["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), want.len());
+    for op in ops {
+        let key = (
+            op["service"].as_str().unwrap().to_string(),
+            op["name"].as_str().unwrap().to_string(),
+        );
+        let e = &want[&key];
+        assert_eq!(op["spans"], e.count, "{key:?}");
+        assert_eq!(op["errors"], e.errors, "{key:?}");
+        let f = |k: &str| op[k].as_f64().unwrap();
+        assert!(close(f("mean_us"), e.mean(), tol_us), "{key:?} mean {op}");
+        // DataFusion quantises the interpolation weight to 1e-6: allow a
+        // few millionths of the spread of the values.
+        let max = e.durations.iter().copied().fold(0.0, f64::max);
+        let spread = 3e-6 * max + tol_us;
+        for (k, p) in [("p50_us", 0.5), ("p95_us", 0.95), ("p99_us", 0.99)] {
+            let want = e.percentile(p);
+            assert!(close(f(k), want, spread), "{key:?} {k}: want {want}, {op}");
+        }
+        assert!(close(f("max_us"), max, tol_us), "{key:?} max {op}");
+    }
+    if from.is_none() && to.is_none() {
+        let got: Vec<(String, i64)> = v["slowest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["trace_id"].as_str().unwrap().to_string(),
+                    t["duration_us"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        if tol_us == 0.0 {
+            assert_eq!(got, expected_slowest(spans, slowest));
+        } else {
+            // Near-equal traces may swap: each listed trace has its
+            // duration, and is at least as slow as the n-th slowest.
+            let all: BTreeMap<String, i64> =
+                expected_slowest(spans, usize::MAX).into_iter().collect();
+            let want = expected_slowest(spans, slowest);
+            assert_eq!(got.len(), want.len());
+            let nth = want.last().unwrap().1 as f64;
+            for (trace, d) in &got {
+                assert!(close(*d as f64, all[trace] as f64, tol_us), "{trace}: {d}");
+                assert!(*d as f64 >= nth - 2.0 * tol_us, "{trace}: {d} < {nth}");
+            }
+        }
+    }
+}
+
+/// The `n` slowest traces (trace id, duration of its longest root span),
+/// slowest first. (A span shared by a client and a server is two root
+/// spans with the same id.)
 pub fn expected_slowest(spans: &[Span], n: usize) -> Vec<(String, i64)> {
-    let mut roots: Vec<(String, i64)> = spans
-        .iter()
-        .filter(|s| s.parent_id.is_none())
-        .map(|s| (s.trace_id.clone(), s.duration.unwrap() as i64))
+    let mut by_trace: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in spans.iter().filter(|s| s.parent_id.is_none()) {
+        let d = by_trace.entry(&s.trace_id).or_insert(i64::MIN);
+        *d = (*d).max(s.duration.unwrap() as i64);
+    }
+    let mut roots: Vec<(String, i64)> = by_trace
+        .into_iter()
+        .map(|(t, d)| (t.to_string(), d))
         .collect();
     roots.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     roots.truncate(n);

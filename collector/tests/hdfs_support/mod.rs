@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blkkin_collector::archive::{HdfsConfig, HdfsFs};
+use blkkin_collector::archive::{encode, layout, HdfsConfig, HdfsFs};
 use serde_json::Value;
 
 /// True (after saying so) when BLKKIN_SKIP_HDFS=1 asks to skip tests
@@ -116,6 +116,30 @@ impl Hdfs {
                 out.push(path);
             }
         }
+    }
+
+    /// The archive under `root` read through WebHDFS alone (LISTSTATUS,
+    /// then OPEN, which redirects to the DataNode): every file's path
+    /// relative to `root`, and the decompressed text of the visible ones
+    /// (`None` for in-progress files and markers).
+    pub fn webhdfs_archive(&self, root: &str) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut files = Vec::new();
+        self.webhdfs_list(root, &mut files);
+        files
+            .iter()
+            .map(|path| {
+                let rel = path.strip_prefix(&format!("{root}/")).unwrap().to_string();
+                if !layout::is_visible(&rel) {
+                    return (rel, None);
+                }
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(&mut self.webhdfs(path, "OPEN").into_reader(), &mut raw)
+                    .unwrap();
+                let c = layout::compression_of(&rel).unwrap();
+                let text = encode::decode(c, &raw).unwrap();
+                (rel, Some(text))
+            })
+            .collect()
     }
 }
 
