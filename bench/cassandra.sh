@@ -12,7 +12,8 @@
 # Environment: BENCH_SPANS (default 21000), BENCH_ROUNDS (default 3),
 # BENCH_BATCH (spans per request, default 500), BENCH_CONCURRENCY (requests
 # in flight, default 4), CASSANDRA_HEAP (default 1g), ZIPKIN_HEAP (default
-# 512m), BENCH_PROFILE (cargo profile, default release = thin LTO; `dev`
+# 512m), BENCH_PROFILE (cargo profile, default bench-fast: release without
+# LTO, as the other collector benchmarks; release = the shipped thin LTO; `dev`
 # only to smoke-test this script).
 set -euo pipefail
 
@@ -28,9 +29,11 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-PROFILE="${BENCH_PROFILE:-release}"
+PROFILE="${BENCH_PROFILE:-bench-fast}"
 log "building the benchmark (profile $PROFILE)"
-cargo build --profile "$PROFILE" -q -p blkkin-collector --example cassandra_bench --manifest-path "$ROOT/Cargo.toml"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+cargo build --profile "$PROFILE" -q "${BENCH_PKGS[@]}" --example cassandra_bench --manifest-path "$ROOT/Cargo.toml"
 TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 PROFILE_DIR="$PROFILE"
 [ "$PROFILE" = dev ] && PROFILE_DIR=debug
@@ -55,7 +58,8 @@ start_zipkin() {
 	port="$(free_port)"
 	STORAGE_TYPE=cassandra3 CASSANDRA_CONTACT_POINTS="127.0.0.1:$CPORT" CASSANDRA_LOCAL_DC=datacenter1 \
 		CASSANDRA_KEYSPACE="$keyspace" CASSANDRA_ENSURE_SCHEMA=true QUERY_PORT="$port" \
-		COLLECTOR_SCRIBE_ENABLED=false \
+		COLLECTOR_SCRIBE_ENABLED=false STORAGE_THROTTLE_ENABLED="${ZIPKIN_THROTTLE:-true}" \
+		STORAGE_THROTTLE_MAX_QUEUE_SIZE=10000 \
 		java -Xms"${ZIPKIN_HEAP:-512m}" -Xmx"${ZIPKIN_HEAP:-512m}" -XX:ActiveProcessorCount=2 \
 		-jar "$ZIPKIN_JAR" >"$WORK/zipkin-$keyspace.log" 2>&1 &
 	ZPID=$!

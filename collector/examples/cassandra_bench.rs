@@ -10,6 +10,8 @@
 //! return is not the end). Latency is per request of `--batch` spans: our
 //! sink's `write` (returns once Cassandra acknowledged every row at
 //! LOCAL_ONE) or Zipkin's POST (returns once Zipkin accepted the body).
+//! Rows a writer dropped (no new row for `--stall` seconds) are reported
+//! as `lost`, and its throughput counts only the rows stored.
 //! Prints one JSON object.
 
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,10 @@ struct Args {
     /// Give up waiting for the rows after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Seconds without a new row after which the missing rows count as
+    /// lost (the writer dropped them) and the run ends.
+    #[arg(long, default_value_t = 20)]
+    stall: u64,
 }
 
 fn endpoint(service: &str, ip: &str, port: u16) -> Option<Endpoint> {
@@ -309,8 +315,13 @@ async fn measure(args: &Args, counter: &Session, run: u64, n: usize) -> Result<s
         }
     }
     let requests_done = t0.elapsed();
+    // Wait for every row; a writer that dropped rows (Zipkin logs and drops
+    // a write its driver gave up on) never gets there: after `--stall`
+    // seconds without a new row the rows stored so far are what it wrote,
+    // timed at the last new row, and the rest are reported as lost.
     let deadline = t0 + Duration::from_secs(args.timeout);
     let mut stored = count_spans(counter, &args.keyspace).await? - before;
+    let mut last_new = Instant::now();
     while (stored as usize) < total {
         if Instant::now() > deadline {
             bail!(
@@ -318,10 +329,26 @@ async fn measure(args: &Args, counter: &Session, run: u64, n: usize) -> Result<s
                 args.timeout
             );
         }
+        if last_new.elapsed() > Duration::from_secs(args.stall) {
+            eprintln!(
+                "{} of {total} spans never arrived ({}s without a new row)",
+                total - stored as usize,
+                args.stall
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stored = count_spans(counter, &args.keyspace).await? - before;
+        let now = count_spans(counter, &args.keyspace).await? - before;
+        if now > stored {
+            last_new = Instant::now();
+        }
+        stored = now;
     }
-    let all_stored = t0.elapsed();
+    let all_stored = if (stored as usize) < total {
+        last_new - t0
+    } else {
+        t0.elapsed()
+    };
     let mut ms: Vec<f64> = latencies
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -333,12 +360,13 @@ async fn measure(args: &Args, counter: &Session, run: u64, n: usize) -> Result<s
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "spans": total,
         "rows_counted": stored,
+        "lost": total - (stored as usize).min(total),
         "batch": args.batch,
         "concurrency": args.concurrency,
         "requests": ms.len(),
         "requests_seconds": requests_done.as_secs_f64(),
         "stored_seconds": all_stored.as_secs_f64(),
-        "spans_per_s": total as f64 / all_stored.as_secs_f64(),
+        "spans_per_s": (stored as usize).min(total) as f64 / all_stored.as_secs_f64(),
         "latency_ms": {
             "p50": percentile(&ms, 0.5),
             "p90": percentile(&ms, 0.9),
