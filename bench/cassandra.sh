@@ -110,6 +110,7 @@ out = {
                 "loadavg_at_end": sh("cut -d' ' -f1-3 /proc/loadavg")},
     "config": {"spans": int(spans), "batch": int(batch), "concurrency": int(conc),
                "cassandra": "5.0.9, one node, heap " + cheap, "zipkin": "3.6.1, heap " + zheap,
+               "zipkin_storage_throttle": os.environ.get("ZIPKIN_THROTTLE", "true") == "true",
                "consistency": "LOCAL_ONE",
                "profile": "release (thin LTO, 1 codegen unit)" if profile == "release" else profile},
     "runs": runs,

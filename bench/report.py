@@ -431,9 +431,12 @@ def cassandra_section(c):
       f"{cfg['concurrency']} requests in flight, after a warm-up of the same kind. **ours**: "
       "`CassandraSink::write` (returns once Cassandra acknowledged every row), plus the dependency links "
       "Zipkin does not write. **zipkin**: the same spans as JSON `POST /api/v2/spans` to the Zipkin server "
-      "(answers 202 on accepting the body, then writes), with its storage throttle on "
-      "(`STORAGE_THROTTLE_ENABLED=true`, queue 10 000; `ZIPKIN_THROTTLE=false` turns it off: at this load "
-      "its Cassandra driver then runs out of connections, \"No connection was available\", and drops spans). Throughput counts from the first request until "
+      "(answers 202 on accepting the body, then writes), "
+      + ("with its storage throttle on (`STORAGE_THROTTLE_ENABLED=true`, queue 10 000; `ZIPKIN_THROTTLE=false` "
+         "turns it off: at this load its Cassandra driver then runs out of connections, \"No connection was "
+         "available\", and drops spans). " if cfg.get("zipkin_storage_throttle", True)
+         else "with its storage throttle off (`ZIPKIN_THROTTLE=false`). ")
+      + "Throughput counts from the first request until "
       "`SELECT COUNT(*)` of the keyspace's `span` table shows every span; a writer that dropped rows (no "
       "new row for 20 s) is timed to its last row, counts only the rows stored, and its lost rows are "
       "listed. Latency is per request.")
