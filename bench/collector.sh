@@ -25,8 +25,7 @@ log "building blkkin-relayd, blkkin-consumerd, blkkin-collector, libblkin (profi
 BIN="$TARGET/$PROFILE"
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-PKGS=("${BENCH_PKGS[@]}")
-cargo build --profile "$PROFILE" -q "${PKGS[@]}" --manifest-path "$ROOT/Cargo.toml"
+cargo build --profile "$PROFILE" -q "${BENCH_PKGS[@]}" --manifest-path "$ROOT/Cargo.toml"
 mkdir -p "$OUT/lib"
 cp "$BIN/libblkin.so" "$OUT/lib/libblkin.so"
 ln -sf libblkin.so "$OUT/lib/libblkin.so.0"
@@ -34,7 +33,7 @@ gcc -O2 -Wall -Wextra -I"$ROOT/include" "$ROOT/bench/c/span_load.c" -L"$OUT/lib"
 	-Wl,-rpath,"$OUT/lib" -o "$OUT/span_load"
 
 log "assembly + encoding throughput (collector/benches/throughput.rs)"
-cargo bench -q --profile "$PROFILE" "${PKGS[@]}" --bench throughput \
+cargo bench -q --profile "$PROFILE" "${BENCH_PKGS[@]}" --bench throughput \
 	--manifest-path "$ROOT/Cargo.toml" | tee "$OUT/throughput.txt"
 
 python3 "$ROOT/bench/collector.py" --bin "$BIN" --lib "$OUT/lib" --load "$OUT/span_load" \
