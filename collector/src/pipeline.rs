@@ -17,6 +17,10 @@ use crate::model::Span;
 use crate::sink::{Barrier, Durability, SinkRunner};
 use crate::source::{RelaySource, SourceBatch};
 
+/// Longest the main loop takes queued batches in before it emits what is
+/// due (so a sustained backlog still emits spans at least this often).
+const MAX_CATCH_UP: Duration = Duration::from_millis(500);
+
 /// Checkpoint settings and progress of a pipeline.
 pub struct Checkpointing {
     /// Where checkpoints are written (`None`: only into the archive's
@@ -72,13 +76,17 @@ impl Pipeline {
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(batch) => {
-                    let now = Instant::now();
-                    for a in &batch.annotations {
-                        self.assembler.add(a, now, &mut out);
-                    }
-                    if let Some(c) = &mut self.checkpoints {
-                        for (key, next) in batch.positions {
-                            c.positions.insert((batch.relay, key), next);
+                    self.take(batch, &mut out);
+                    // Take what is already queued before emitting lingering
+                    // sides: the other side of a shared span may be in the
+                    // next batch (another stream), and a batch that took
+                    // longer than the linger to assemble (a backlog after a
+                    // restart, a loaded machine) must not make it look late.
+                    let until = Instant::now() + MAX_CATCH_UP;
+                    while Instant::now() < until {
+                        match rx.try_recv() {
+                            Ok(batch) => self.take(batch, &mut out),
+                            Err(_) => break, // empty, or gone: seen next round
                         }
                     }
                 }
@@ -124,6 +132,20 @@ impl Pipeline {
             }
         }
         self.log_assembler("collector totals");
+    }
+
+    /// Takes one batch into the assembler and its positions into the next
+    /// cut.
+    fn take(&mut self, batch: SourceBatch, out: &mut Vec<Span>) {
+        let now = Instant::now();
+        for a in &batch.annotations {
+            self.assembler.add(a, now, out);
+        }
+        if let Some(c) = &mut self.checkpoints {
+            for (key, next) in batch.positions {
+                c.positions.insert((batch.relay, key), next);
+            }
+        }
     }
 
     /// When the next cut is due (`None`: never, checkpoints are off).
@@ -284,5 +306,74 @@ impl Pipeline {
                 "sink counters"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::assemble::tests::ann;
+    use crate::assemble::AssemblerConfig;
+    use crate::model::SpanKind;
+    use crate::sink::{Sink, SinkConfig, SinkError};
+
+    struct Collect(Arc<Mutex<Vec<Span>>>);
+
+    impl Sink for Collect {
+        fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
+            self.0.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+    }
+
+    fn batch(annotations: Vec<blkkin::annotation::Annotation>) -> SourceBatch {
+        SourceBatch {
+            annotations,
+            ..SourceBatch::default()
+        }
+    }
+
+    /// The two sides of a shared span come in two batches (two streams),
+    /// both already queued: however long the linger, and however long the
+    /// first batch took, the client side is emitted knowing the server.
+    #[test]
+    fn queued_batches_are_taken_before_lingering_sides_are_emitted() {
+        let config = AssemblerConfig {
+            linger: Duration::ZERO,
+            ..AssemblerConfig::default()
+        };
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let sink = SinkRunner::start("test", Collect(spans.clone()), SinkConfig::default());
+        let pipeline = Pipeline {
+            assembler: SpanAssembler::new(config),
+            sinks: vec![sink.unwrap()],
+            sources: Vec::new(),
+            stats_interval: Duration::from_secs(60),
+            checkpoints: None,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let client = |ts, ev| ann("0000000000000002", "mapper", "10.0.0.1", 1, ts, ev);
+        let server = |ts, ev| ann("0000000000000002", "blocker", "10.0.0.2", 2, ts, ev);
+        tx.send(batch(vec![client(10, "cs"), client(40, "cr")]))
+            .unwrap();
+        tx.send(batch(vec![server(20, "sr"), server(30, "ss")]))
+            .unwrap();
+        drop(tx);
+        pipeline.run(rx, &AtomicBool::new(false));
+        let spans = spans.lock().unwrap();
+        let remote = |kind| {
+            let s = spans
+                .iter()
+                .find(|s| s.kind == Some(kind))
+                .expect("emitted");
+            s.remote_endpoint
+                .as_ref()
+                .and_then(|e| e.service_name.clone())
+        };
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert_eq!(remote(SpanKind::Client).as_deref(), Some("blocker"));
+        assert_eq!(remote(SpanKind::Server).as_deref(), Some("mapper"));
     }
 }

@@ -348,6 +348,7 @@ impl Consumer {
         }
         self.send_all();
         self.read_acks();
+        self.release_stepped_over();
         self.close_finished();
         if self.last_counters.elapsed() >= self.cfg.counters_every {
             self.send_counters();
@@ -508,6 +509,21 @@ impl Consumer {
                 Err(e) => {
                     self.drop_conn(&e);
                     return;
+                }
+            }
+        }
+    }
+
+    /// Frees the ring space of records the reader stepped over (torn by a
+    /// killed writer, corrupt) after the last record it delivered, once
+    /// everything delivered is acknowledged: no acknowledgement covers
+    /// them, and a ring that is never all released is never finished (its
+    /// stream would never close).
+    fn release_stepped_over(&mut self) {
+        for (id, s) in &self.streams {
+            if s.pending.is_empty() && s.unacked.is_empty() {
+                if let Some(cursor) = self.rings.cursor(id) {
+                    self.rings.release_to(id, cursor);
                 }
             }
         }

@@ -764,12 +764,18 @@ impl RingSet {
                 } else {
                     let cal = ring.reader.calibration();
                     let (id, info) = (&ring.id, &ring.info);
+                    let released_before = ring.reader.all_released();
                     let mut n = 0u64;
                     let end = ring.reader.drain(batch, |r| {
                         n += 1;
                         sink(id, r, info, cal.as_ref());
                     });
-                    if release == Release::AfterSink {
+                    // With nothing delivered and everything delivered before
+                    // released, the reader only stepped over records (torn
+                    // by a killed writer, corrupt): free them now, as no
+                    // acknowledgement will ever cover them and the ring
+                    // could otherwise never be finished.
+                    if release == Release::AfterSink || (n == 0 && released_before) {
                         ring.reader.release();
                     }
                     st.records += n;

@@ -577,3 +577,42 @@ fn on_ack_keeps_records_in_the_ring_until_released() {
     assert_eq!(st.rings_removed, 1);
     assert!(list_rings(d.path()).unwrap().is_empty());
 }
+
+/// A writer killed mid-record after its other records were delivered and
+/// acknowledged: the drain that steps over the torn record delivers nothing,
+/// so no acknowledgement covers it; the set frees it itself, and the ring
+/// is finished once its writer is gone.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn records_stepped_over_after_everything_was_released_are_freed() {
+    let d = tempfile::tempdir().unwrap();
+    let w = ring(d.path(), me(), 0);
+    put(&w, 1).unwrap();
+    put(&w, 2).unwrap();
+    crate::ring::tests::fake_dead_reservation(&w, 80, true);
+    let mut rs = RingSet::new(
+        d.path().to_owned(),
+        RingSetOptions {
+            release: Release::OnAck,
+            stall_timeout: Duration::ZERO,
+            ..opts()
+        },
+    );
+    let mut out = Vec::new();
+    assert_eq!(poll(&mut rs, &mut out).records, 2);
+    let id = out[0].0;
+    rs.release_to(&id, rs.cursor(&id).unwrap());
+    // The torn record is stepped over (its stall timeout is zero).
+    assert_eq!(poll(&mut rs, &mut out).records, 0);
+    assert_eq!(poll(&mut rs, &mut out).records, 0);
+    let (_, reader, _) = rs.counters().into_iter().next().unwrap();
+    assert_eq!((reader.read, reader.torn), (2, 1));
+    // Its space is free: a reader starting at the tail finds nothing.
+    let path = &list_rings(d.path()).unwrap()[0];
+    let mut fresh = RingReader::open(path, ReadMode::Peek).unwrap();
+    assert_eq!(fresh.backlog_bytes(), 0);
+    assert_eq!(
+        fresh.drain(10, |_| panic!("nothing to read")),
+        DrainEnd::CaughtUp
+    );
+}

@@ -436,7 +436,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model;
     use blkkin::annotation::AnnotationValue;
@@ -444,7 +444,15 @@ mod tests {
 
     const T: &str = "00000000000000aa";
 
-    fn ann(span: &str, service: &str, ip: &str, port: u16, ts: u64, event: &str) -> Annotation {
+    /// An event annotation of trace `T`, span `span` (child of span 1).
+    pub(crate) fn ann(
+        span: &str,
+        service: &str,
+        ip: &str,
+        port: u16,
+        ts: u64,
+        event: &str,
+    ) -> Annotation {
         Annotation {
             trace_id: T.into(),
             id: span.into(),

@@ -21,4 +21,4 @@ pub use record::{parse_record, Record, RecordError};
 pub use writer::{RecordIn, RingGeometry, RingWriter, Value, WriteError};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -285,7 +285,7 @@ fn overwrite_mode_keeps_newest_and_counts_the_rest() {
 
 /// Simulates a writer that died after reserving: head moved, commit word left
 /// `reserved` (or never written at all).
-fn fake_dead_reservation(w: &RingWriter, len: u32, write_word: bool) {
+pub(crate) fn fake_dead_reservation(w: &RingWriter, len: u32, write_word: bool) {
     let head = w.mem().word(off::HEAD);
     let (count, offset) = split_head(head.load(Ordering::Relaxed));
     if write_word {
