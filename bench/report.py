@@ -129,12 +129,18 @@ def record_section(src):
     w("")
     w("## Rust API vs fastrace (`libblkkin/examples/bench_rust.rs`, same method, alternating with the runs above)")
     w("")
+    w("blkkin and fastrace run as separate processes, one after the other in each run: fastrace hands "
+      "its spans to a background collector thread, which must not keep working through blkkin's rounds. "
+      "A blkkin span guard is recorded as one record when it ends (start and end times in one "
+      "reservation, shown by readers as its `start` and `end` events); fastrace likewise records a "
+      "span when it ends.")
+    w("")
     w("| operation | ns |")
     w("|---|---:|")
     for k, label in [
         ("rust_event", "blkkin `Span::event` (one timestamp annotation)"),
         ("rust_tag_string", "blkkin `Span::tag` (string key/value)"),
-        ("rust_child_span", "(c) blkkin child span: `span.child(..)` + drop (2 annotations)"),
+        ("rust_child_span", "(c) blkkin child span: `span.child(..)` + drop (start and end: one record)"),
         ("fastrace_child_span", "fastrace child span (`LocalSpan` under a local parent, no-op reporter)"),
         ("rust_unsampled_event", "(d) blkkin event on an unsampled span"),
         ("rust_event_1threads", "(e) blkkin event, 1 thread"),

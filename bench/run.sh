@@ -118,9 +118,12 @@ cargo build --release -q -p blkkin --example bench_rust --manifest-path "$ROOT/C
 run_rust() {
 	local dir
 	dir="$(mktemp -d "$TMP/rings.XXXX")"
-	log "blkkin Rust API + fastrace run $1"
-	BLKIN_SHM_DIR="$dir" BLKIN_RING_MODE=overwrite "$TARGET/release/examples/bench_rust" |
-		sed "s/}\$/,\"run\":$1}/" >>"$OUT/results.jsonl"
+	for suite in blkkin fastrace; do
+		log "Rust API run $1: $suite"
+		BLKIN_SHM_DIR="$dir" BLKIN_RING_MODE=overwrite \
+			"$TARGET/release/examples/bench_rust" 200000 31 "$suite" |
+			sed "s/}\$/,\"run\":$1}/" >>"$OUT/results.jsonl"
+	done
 	rm -rf "$dir"
 }
 run_blkin 1

@@ -76,19 +76,26 @@ pub fn tail(
             }
             let res = match e {
                 Event::Record(s, r) => {
-                    printed += 1;
-                    let a = blkkin::annotation::Annotation::from_record(
+                    let mut res = Ok(());
+                    let annotations = blkkin::annotation::Annotation::from_record(
                         r,
                         &s.ring,
                         Some(&s.calibration),
                     );
-                    if json {
-                        serde_json::to_writer(&mut out, &a)
-                            .map_err(std::io::Error::from)
-                            .and_then(|_| out.write_all(b"\n"))
-                    } else {
-                        writeln!(out, "{a}")
+                    for a in annotations {
+                        if res.is_err() || count.is_some_and(|c| printed >= c) {
+                            break;
+                        }
+                        printed += 1;
+                        res = if json {
+                            serde_json::to_writer(&mut out, &a)
+                                .map_err(std::io::Error::from)
+                                .and_then(|_| out.write_all(b"\n"))
+                        } else {
+                            writeln!(out, "{a}")
+                        };
                     }
+                    res
                 }
                 Event::Counters(s) => {
                     let lost = s.counters.lost();

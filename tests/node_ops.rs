@@ -207,6 +207,9 @@ fn relay_sigint_mid_stream_exits_cleanly_and_loses_nothing() {
         .arg(n.to_string())
         .env("BLKIN_SHM_DIR", &node.rings)
         .env("BLKIN_RING_SIZE", "64M")
+        // At least a second of recording (5 000 requests, 200 µs apart):
+        // the relay stops mid-stream however fast the machine is.
+        .env("PINGPONG_PAUSE_US", "200")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -129,7 +129,7 @@ fn read_relay(
             let res = r.next_events(|e| match e {
                 Event::Record(s, rec) => {
                     let a = Annotation::from_record(rec, &s.ring, Some(&s.calibration));
-                    batch.annotations.push(a);
+                    batch.annotations.extend(a);
                     match batch.positions.iter_mut().find(|(k, _)| *k == s.key) {
                         Some((_, next)) => *next = rec.position + 1,
                         None => batch.positions.push((s.key.clone(), rec.position + 1)),

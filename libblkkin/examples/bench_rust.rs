@@ -4,7 +4,12 @@
 //! C ABI, fastrace and LTTng numbers come from comparable runs.
 //! (`cargo bench -p blkkin` runs the same operations under criterion.)
 //!
-//! usage: BLKIN_SHM_DIR=... BLKIN_RING_MODE=overwrite bench_rust [CALLS_PER_ROUND] [ROUNDS]
+//! usage: BLKIN_SHM_DIR=... BLKIN_RING_MODE=overwrite bench_rust [CALLS_PER_ROUND] [ROUNDS] [SUITE]
+//!
+//! SUITE is `blkkin` (the Rust API, default) or `fastrace`. bench/run.sh runs
+//! them as separate processes: fastrace hands every span to a background
+//! collector thread, which would otherwise keep working (on the other vCPU,
+//! a hyperthread sibling here) through the rounds of the blkkin benches.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -61,11 +66,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(31);
+    let fastrace_suite = match args.get(3).map(String::as_str) {
+        None | Some("blkkin") => false,
+        Some("fastrace") => true,
+        Some(other) => {
+            eprintln!("bench_rust: unknown suite {other:?} (blkkin or fastrace)");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = blkkin::init() {
         eprintln!("bench_rust: {e}");
         std::process::exit(1);
     }
-    fastrace::set_reporter(NoopReporter, fastrace::collector::Config::default());
+    if fastrace_suite {
+        fastrace::set_reporter(NoopReporter, fastrace::collector::Config::default());
+    }
     let ep = Endpoint::new("osd.0", "10.0.0.1", 6800);
     let root = Span::root_forced("osd_op", &ep);
     let unsampled = Span::join(TraceContext::UNSAMPLED, "osd_op", &ep);
@@ -150,6 +165,10 @@ fn main() {
         ),
     ];
 
+    let benches: Vec<Bench> = benches
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("fastrace") == fastrace_suite)
+        .collect();
     spin(Duration::from_millis(1500));
     for (_, f) in &benches {
         f(n); // warm-up
@@ -162,6 +181,9 @@ fn main() {
     }
     for ((name, _), s) in benches.iter().zip(samples) {
         println!("{{\"bench\":\"{name}\",\"median_ns\":{:.2}}}", median(s));
+    }
+    if fastrace_suite {
+        return;
     }
     for threads in [1, 2] {
         let all: Vec<f64> = (0..rounds)

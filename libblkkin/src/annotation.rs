@@ -73,18 +73,42 @@ fn text(b: &[u8]) -> String {
 }
 
 impl Annotation {
-    /// Decodes a ring record using its ring's identity and clock calibration.
+    /// Decodes a ring record using its ring's identity and clock
+    /// calibration: one annotation, or two for a span record (its
+    /// [`START`](crate::trace::START) and [`END`](crate::trace::END) events).
     pub fn from_record(
         r: &Record<'_>,
         ring: &RingInfo,
         calibration: Option<&Calibration>,
-    ) -> Annotation {
+    ) -> impl Iterator<Item = Annotation> {
+        let to_us = |raw| {
+            calibration
+                .and_then(|c| c.to_unix_ns(raw))
+                .map(|ns| ns / 1000)
+        };
+        let first = Annotation::decode(r, ring, to_us(r.timestamp_raw));
+        let end = (r.kind == Kind::Span).then(|| Annotation {
+            timestamp: to_us(r.end_raw),
+            value: AnnotationValue::Text(crate::trace::END.into()),
+            ..first.clone()
+        });
+        std::iter::once(first).chain(end)
+    }
+
+    /// The annotation of a record, at `timestamp` (epoch µs); for a span
+    /// record, its start event.
+    fn decode(r: &Record<'_>, ring: &RingInfo, timestamp: Option<u64>) -> Annotation {
         let ip = text(r.ip);
         let is_v6 = ip.parse::<std::net::Ipv6Addr>().is_ok();
-        let (value, key) = match r.value {
-            Value::None => (AnnotationValue::Text(text(r.key)), None),
-            Value::Str(v) => (AnnotationValue::Text(text(v)), Some(text(r.key))),
-            Value::Int(i) => (AnnotationValue::Integer(i), Some(text(r.key))),
+        let (kind, value, key) = match (r.kind, r.value) {
+            (Kind::Span, _) => (
+                Kind::Event,
+                AnnotationValue::Text(crate::trace::START.into()),
+                None,
+            ),
+            (_, Value::None) => (r.kind, AnnotationValue::Text(text(r.key)), None),
+            (_, Value::Str(v)) => (r.kind, AnnotationValue::Text(text(v)), Some(text(r.key))),
+            (_, Value::Int(i)) => (r.kind, AnnotationValue::Integer(i), Some(text(r.key))),
         };
         Annotation {
             trace_id: hex_id(r.trace_id),
@@ -95,10 +119,8 @@ impl Annotation {
             ipv4: (!is_v6).then(|| ip.clone()),
             ipv6: is_v6.then_some(ip),
             port: r.port,
-            timestamp: calibration
-                .and_then(|c| c.to_unix_ns(r.timestamp_raw))
-                .map(|ns| ns / 1000),
-            kind: r.kind,
+            timestamp,
+            kind,
             value,
             key,
             debug: r.debug(),

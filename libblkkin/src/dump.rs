@@ -71,7 +71,9 @@ pub fn dump_ring(
     let max = (info.data_size as usize / crate::ring::layout::record_len(0)) + 1;
     let end = reader.drain(max, |r| {
         count += 1;
-        each(&Annotation::from_record(r, &info, calibration.as_ref()));
+        for a in Annotation::from_record(r, &info, calibration.as_ref()) {
+            each(&a);
+        }
     });
     if end == DrainEnd::Truncated {
         return Err(OpenError::Io {

@@ -255,6 +255,22 @@ impl ProcessRings {
         Ok(())
     }
 
+    /// Writes a whole span as one record (see [`RingWriter::write_span`]);
+    /// `start` is a reading of [`ProcessRings::clock`].
+    #[inline(always)]
+    pub fn write_span(&self, r: &RecordIn<'_>, start: u64) -> Result<(), WriteError> {
+        let cpu = clock::cpu(self.clock) as usize;
+        let ring = match self.rings.get(cpu) {
+            Some(r) => r,
+            None => &self.rings[cpu % self.rings.len()],
+        };
+        let end = ring.write_span(self.clock, r, start)?;
+        if end >= self.next_refresh.load(Ordering::Relaxed) {
+            self.refresh_calibration(end);
+        }
+        Ok(())
+    }
+
     /// Publishes a fresh calibration point (one thread at a time; see
     /// [`refresh_interval`] for when).
     #[cold]
@@ -304,26 +320,71 @@ pub fn record(r: &RecordIn<'_>) -> Result<(), RecordError> {
     Ok(unsafe { &*p }.write(r)?)
 }
 
+/// A reading of the process's record clock, for the start of a span that
+/// [`record_span`] records at its end. Creates the rings if they do not
+/// exist yet (the clock is chosen with them); 0 if they cannot be.
+#[inline(always)]
+pub fn start_tick() -> u64 {
+    let p = RINGS.load(Ordering::Acquire);
+    if p.is_null() {
+        return start_tick_first();
+    }
+    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
+    clock::now_raw(unsafe { &*p }.clock)
+}
+
+#[cold]
+#[inline(never)]
+fn start_tick_first() -> u64 {
+    init().map_or(0, |rings| clock::now_raw(rings.clock))
+}
+
+/// Records a whole span, started at `start` (from [`start_tick`]) and
+/// ending now, as one record. Lock-free, allocation-free.
+#[inline(always)]
+pub fn record_span(r: &RecordIn<'_>, start: u64) -> Result<(), RecordError> {
+    let p = RINGS.load(Ordering::Acquire);
+    if p.is_null() {
+        return record_span_first(r, start);
+    }
+    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
+    Ok(unsafe { &*p }.write_span(r, start)?)
+}
+
+#[cold]
+#[inline(never)]
+fn record_span_first(r: &RecordIn<'_>, start: u64) -> Result<(), RecordError> {
+    match init() {
+        // A start of 0: there were no rings when the span started.
+        Ok(rings) if start != 0 => Ok(rings.write_span(r, start)?),
+        _ => Err(lost_no_ring()),
+    }
+}
+
 /// The first record of a process (or one while the rings are unavailable).
 #[cold]
 #[inline(never)]
 fn record_first(r: &RecordIn<'_>) -> Result<(), RecordError> {
     match init() {
         Ok(rings) => Ok(rings.write(r)?),
-        Err(_) => {
-            LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
-            PENDING_NO_RING.fetch_add(1, Ordering::SeqCst);
-            // If the rings became ready meanwhile, the thread that made them
-            // may have flushed the pending count before our increment:
-            // flush it ourselves. Either way each drop reaches a header once.
-            if STATE.load(Ordering::SeqCst) == READY {
-                if let Some(rings) = rings() {
-                    rings.rings[0].add_lost_no_ring(PENDING_NO_RING.swap(0, Ordering::SeqCst));
-                }
-            }
-            Err(RecordError::NoRing)
+        Err(_) => Err(lost_no_ring()),
+    }
+}
+
+/// Counts one record dropped because the process had no rings.
+#[cold]
+fn lost_no_ring() -> RecordError {
+    LOST_NO_RING.fetch_add(1, Ordering::Relaxed);
+    PENDING_NO_RING.fetch_add(1, Ordering::SeqCst);
+    // If the rings became ready meanwhile, the thread that made them
+    // may have flushed the pending count before our increment:
+    // flush it ourselves. Either way each drop reaches a header once.
+    if STATE.load(Ordering::SeqCst) == READY {
+        if let Some(rings) = rings() {
+            rings.rings[0].add_lost_no_ring(PENDING_NO_RING.swap(0, Ordering::SeqCst));
         }
     }
+    RecordError::NoRing
 }
 
 /// Process-wide counters.

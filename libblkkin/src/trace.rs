@@ -3,16 +3,24 @@
 //! ```no_run
 //! use blkkin::{Endpoint, Span};
 //! let ep = Endpoint::new("volume", "10.0.0.2", 6800);
-//! let req = Span::root("write", &ep);          // records "start"
-//! req.tag("object", "rbd_data.1234");
+//! let req = Span::root("write", &ep);          // reads the clock: its start
+//! req.tag("object", "rbd_data.1234");          // recorded now
 //! {
-//!     let sub = req.child("journal");          // "start" ... "end"
+//!     let sub = req.child("journal");
 //!     sub.tag_int("bytes", 4096);
-//! }
+//! }                                            // "journal" recorded: start and end
 //! let wire = req.context().to_packed();        // 24 bytes, ceph/blkin layout
 //! # let _ = wire;
-//! // dropping `req` records "end"
+//! // dropping `req` records it: its "start" and "end" events
 //! ```
+//!
+//! A span guard is recorded once, when it ends: one record carrying its
+//! start and end times, which readers (`blkkin dump`, the collector) show
+//! as the span's `start` and `end` events. That halves the cost of a span,
+//! but a span still in progress is not in the rings yet, and one whose
+//! process dies before it ends is never recorded (its events and tags,
+//! recorded when made, are). Explicit events ([`Span::event`]) and tags are
+//! recorded at once.
 //!
 //! An unsampled trace (trace id 0) records nothing; every method returns
 //! after one branch.
@@ -21,9 +29,9 @@ use crate::recorder::{self, RecordError};
 use crate::ring::layout::{Kind, RECORD_FLAG_DEBUG};
 use crate::ring::writer::{RecordIn, Value};
 
-/// Event recorded when a [`Span`] starts.
+/// The event a [`Span`]'s start is shown as.
 pub const START: &str = "start";
-/// Event recorded when a [`Span`] ends.
+/// The event a [`Span`]'s end is shown as.
 pub const END: &str = "end";
 
 /// Where annotations happen: a service on a host and port.
@@ -170,27 +178,36 @@ impl TraceContext {
     }
 }
 
-/// A span in progress: records [`START`] when created and [`END`] when
-/// dropped (or [`Span::end`]ed). Drops are counted, never reported as panics.
+/// A span in progress: reads the clock when created and, when dropped (or
+/// [`Span::end`]ed), records itself as one record with both times, shown by
+/// readers as its [`START`] and [`END`] events. Drops are counted, never
+/// reported as panics.
 #[derive(Debug)]
 pub struct Span<'a> {
     ctx: TraceContext,
     name: &'a str,
     endpoint: &'a Endpoint,
-    auto_events: bool,
+    /// Raw clock reading at the start (see [`recorder::start_tick`]).
+    start: u64,
+    /// Recorded as a whole span when dropped (not for [`Span::join`]).
+    whole: bool,
 }
 
 impl<'a> Span<'a> {
     #[inline(always)]
     fn started(ctx: TraceContext, name: &'a str, endpoint: &'a Endpoint) -> Span<'a> {
-        let s = Span {
+        let start = if ctx.is_sampled() {
+            recorder::start_tick()
+        } else {
+            0
+        };
+        Span {
             ctx,
             name,
             endpoint,
-            auto_events: true,
-        };
-        s.event(START);
-        s
+            start,
+            whole: true,
+        }
     }
 
     /// Starts a new trace (subject to sampling) with this root span.
@@ -222,7 +239,8 @@ impl<'a> Span<'a> {
             ctx,
             name,
             endpoint,
-            auto_events: false,
+            start: 0,
+            whole: false,
         }
     }
 
@@ -279,11 +297,34 @@ impl<'a> Span<'a> {
     pub fn end(self) {}
 }
 
+impl Span<'_> {
+    /// Records the whole span (sampled spans only).
+    #[inline(always)]
+    fn record_whole(&self) {
+        let _ = recorder::record_span(
+            &RecordIn {
+                trace_id: self.ctx.trace_id,
+                span_id: self.ctx.span_id,
+                parent_id: self.ctx.parent_id,
+                port: self.endpoint.port,
+                flags: if self.ctx.debug { RECORD_FLAG_DEBUG } else { 0 },
+                kind: Kind::Span,
+                service: self.endpoint.service.as_bytes(),
+                name: self.name.as_bytes(),
+                ip: self.endpoint.ip.as_bytes(),
+                key: b"",
+                value: Value::None,
+            },
+            self.start,
+        );
+    }
+}
+
 impl Drop for Span<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.auto_events {
-            self.event(END);
+        if self.whole && self.ctx.is_sampled() {
+            self.record_whole();
         }
     }
 }

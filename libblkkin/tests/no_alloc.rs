@@ -51,7 +51,8 @@ fn recording_does_not_allocate_after_warm_up() {
         "the record path allocated {} times",
         after - before
     );
-    // And the records are really there: the rings wrapped many times over.
+    // And the records are really there (five per round: the child span is
+    // one record): the rings wrapped many times over.
     let rings = blkkin::recorder::rings().unwrap();
     let written: u64 = rings
         .paths()
@@ -63,5 +64,5 @@ fn recording_does_not_allocate_after_warm_up() {
                 .written
         })
         .sum();
-    assert!(written >= 1_200_000, "{written}");
+    assert!(written >= 1_000_000, "{written}");
 }

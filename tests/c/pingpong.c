@@ -4,6 +4,8 @@
  * linked with -lblkin by tests/c_abi.rs.
  *
  * usage: pingpong N
+ * With PINGPONG_PAUSE_US set, the client sleeps that long after each request
+ * (so a test can act while it is still recording).
  * For each request prints "<trace> <client span> <server span> <client pid> <server pid>" (hex ids).
  */
 #include <errno.h>
@@ -45,6 +47,8 @@ static void server(int fd)
 int main(int argc, char **argv)
 {
 	int n = argc > 1 ? atoi(argv[1]) : 10;
+	const char *pause = getenv("PINGPONG_PAUSE_US");
+	useconds_t pause_us = pause ? (useconds_t)atoi(pause) : 0;
 	/* Initialise before forking: the child must get rings of its own. */
 	check(blkin_init(), "blkin_init");
 	pid_t child;
@@ -64,6 +68,8 @@ int main(int argc, char **argv)
 		check(blkin_unpack_trace_info(&packed, &reply), "unpack reply");
 		printf("%016" PRIx64 " %016" PRIx64 " %016" PRIx64 " %d %d\n", (uint64_t)t.info.trace_id,
 		       (uint64_t)t.info.span_id, (uint64_t)reply.span_id, (int)getpid(), (int)child);
+		if (pause_us)
+			usleep(pause_us);
 	}
 	return finish_server(fd, child);
 }

@@ -21,7 +21,11 @@ pub enum HeaderError {
     #[error("bad magic: not a blkkin ring (or still being created)")]
     BadMagic,
     /// A format version this reader does not understand.
-    #[error("unsupported ring format version {0} (this reader supports {v})", v = layout::VERSION)]
+    #[error(
+        "unsupported ring format version {0} (this reader supports {lo} to {hi})",
+        lo = layout::OLDEST_READABLE_VERSION,
+        hi = layout::VERSION
+    )]
     Version(u32),
     /// Sizes inconsistent with the format or the file length.
     #[error("inconsistent ring geometry: {0}")]
@@ -180,7 +184,7 @@ pub fn read_header(mem: &RingMem) -> Result<RingInfo, HeaderError> {
     }
     let v = get(off::VERSION);
     let (version, header_size) = (v as u32, (v >> 32) as u32);
-    if version != layout::VERSION {
+    if !(layout::OLDEST_READABLE_VERSION..=layout::VERSION).contains(&version) {
         return Err(HeaderError::Version(version));
     }
     if header_size as usize != layout::HEADER_SIZE {

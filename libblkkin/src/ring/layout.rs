@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! bits  0..2   state: 0 none, 1 reserved, 2 committed, 3 padding
-//! bits  2..8   kind: 1 timestamp, 2 key/string, 3 key/integer
+//! bits  2..8   kind: 1 timestamp, 2 key/string, 3 key/integer, 4 span
 //! bits  8..24  length of the whole record in bytes (multiple of 8)
 //! bits 24..32  COMMIT_MAGIC
 //! bits 32..64  the record's free-running byte offset (its "tag")
@@ -35,8 +35,13 @@
 
 /// Magic bytes at offset 0 of every ring file.
 pub const MAGIC: [u8; 8] = *b"BLKKRING";
-/// Format version written by this library; readers refuse others.
-pub const VERSION: u32 = 1;
+/// Format version written by this library. Version 2 added record kind 4
+/// ([`Kind::Span`]); readers accept every version from
+/// [`OLDEST_READABLE_VERSION`] up to this one and refuse others.
+pub const VERSION: u32 = 2;
+/// Oldest format version readers still accept (version 1 rings simply hold
+/// no span records).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Size of the header that precedes the data area.
 pub const HEADER_SIZE: usize = 4096;
 
@@ -104,6 +109,11 @@ pub enum Kind {
     String = 2,
     /// A key with a 64-bit signed integer value.
     Integer = 3,
+    /// A whole span recorded at its end (the Rust API's span guard): the
+    /// record's timestamp is the span's start, its 8-byte value the end (in
+    /// the same clock), its key empty. Readers turn it into the `start` and
+    /// `end` events it stands for.
+    Span = 4,
 }
 
 impl Kind {
@@ -113,6 +123,7 @@ impl Kind {
             1 => Some(Kind::Event),
             2 => Some(Kind::String),
             3 => Some(Kind::Integer),
+            4 => Some(Kind::Span),
             _ => None,
         }
     }

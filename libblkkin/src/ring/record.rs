@@ -34,8 +34,11 @@ pub struct Record<'a> {
     pub ip: &'a [u8],
     /// Event (for [`Kind::Event`]) or key.
     pub key: &'a [u8],
-    /// The value (none for events).
+    /// The value (none for events and spans).
     pub value: Value<'a>,
+    /// The end of a [`Kind::Span`] record, raw in the ring's clock like
+    /// `timestamp_raw` (its start); 0 for other kinds.
+    pub end_raw: u64,
     /// The whole record as it sits in the ring (commit word included): what
     /// a consumer forwards over the wire.
     pub raw: &'a [u8],
@@ -62,6 +65,9 @@ pub enum RecordError {
     /// An event record that carries a value.
     #[error("event record with a value")]
     EventValue,
+    /// A span record whose value is not its 8-byte end, or that has a key.
+    #[error("span record with a {0}-byte value and a {1}-byte key")]
+    SpanShape(usize, usize),
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
@@ -98,7 +104,15 @@ pub fn parse_record(bytes: &[u8], kind_bits: u64) -> Result<Record<'_>, RecordEr
         take(lens[3]),
         take(lens[4]),
     );
+    let mut end_raw = 0;
     let value = match kind {
+        Kind::Span => {
+            if raw_value.len() != 8 || !key.is_empty() {
+                return Err(RecordError::SpanShape(raw_value.len(), key.len()));
+            }
+            end_raw = u64::from_le_bytes(raw_value.try_into().expect("8 bytes"));
+            Value::None
+        }
         Kind::Event if raw_value.is_empty() => Value::None,
         Kind::Event => return Err(RecordError::EventValue),
         Kind::String => Value::Str(raw_value),
@@ -123,6 +137,7 @@ pub fn parse_record(bytes: &[u8], kind_bits: u64) -> Result<Record<'_>, RecordEr
         ip,
         key,
         value,
+        end_raw,
         raw: bytes,
         position: seq_word as u32 as u64,
     })

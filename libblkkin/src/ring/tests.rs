@@ -9,6 +9,7 @@ use super::header::{write_header, Calibration, HeaderInit, RingInfo};
 use super::layout::{self, commit_word, join_head, off, split_head, Kind};
 use super::mem::RingMem;
 use super::reader::{DrainEnd, ReadMode, RingReader, WriterCheck};
+use super::record::{parse_record, RecordError};
 use super::writer::{RecordIn, RingGeometry, RingWriter, Value, WriteError};
 
 const SMALL: u32 = 64 * 1024;
@@ -576,4 +577,71 @@ mod hostile_files {
             drain_both_ways(&path);
         }
     }
+}
+
+#[test]
+fn a_span_record_carries_its_start_and_end_and_reads_as_two_events() {
+    let (w, mut r) = new_ring(SMALL, false);
+    let start = crate::clock::now_raw(ClockSource::Realtime);
+    // Kind, key and value of the input are ignored for a span.
+    let end = w
+        .write_span(ClockSource::Realtime, &rec(0, 5, b"ignored"), start)
+        .unwrap();
+    assert!(end >= start);
+    let info = r.info().clone();
+    let cal = r.calibration();
+    let mut got = Vec::new();
+    r.drain(10, |x| {
+        assert_eq!(
+            (x.kind, x.timestamp_raw, x.end_raw),
+            (Kind::Span, start, end)
+        );
+        assert_eq!((x.key, x.value), (&b""[..], Value::None));
+        assert_eq!(x.raw.len(), layout::record_len(5 + 6 + 8 + 8));
+        got.extend(crate::annotation::Annotation::from_record(
+            x,
+            &info,
+            cal.as_ref(),
+        ));
+    });
+    let shown: Vec<_> = got
+        .iter()
+        .map(|a| (a.kind, a.key.clone(), a.value.clone(), a.timestamp))
+        .collect();
+    let text = |s: &str| crate::annotation::AnnotationValue::Text(s.into());
+    assert_eq!(
+        shown,
+        vec![
+            (Kind::Event, None, text("start"), Some(start / 1000)),
+            (Kind::Event, None, text("end"), Some(end / 1000)),
+        ]
+    );
+    assert!(got.iter().all(|a| a.name == "osd_op" && a.id == got[0].id));
+}
+
+#[test]
+fn span_records_of_the_wrong_shape_are_errors() {
+    let (w, _r) = new_ring(SMALL, false);
+    // A well-formed span record, then its value and key lengths altered.
+    w.write_span(ClockSource::Realtime, &rec(0, 1, b""), 1)
+        .unwrap();
+    let len = layout::record_len(5 + 6 + 8 + 8);
+    let mut words = vec![0u64; len / 8];
+    w.mem().read_words(layout::HEADER_SIZE, &mut words);
+    let bytes: Vec<u8> = words.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let kind = Kind::Span as u64;
+    assert!(parse_record(&bytes, kind).is_ok());
+    let mut short = bytes.clone();
+    short[layout::rec::LEN_VALUE] = 4;
+    assert_eq!(
+        parse_record(&short, kind),
+        Err(RecordError::SpanShape(4, 0))
+    );
+    let mut keyed = bytes.clone();
+    keyed[layout::rec::LEN_KEY] = 3; // 3 bytes of key before the 8 of value
+
+    assert_eq!(
+        parse_record(&keyed, kind),
+        Err(RecordError::SpanShape(8, 3))
+    );
 }
