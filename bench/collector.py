@@ -255,6 +255,9 @@ def main():
     result = {
         "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_before": open("/proc/loadavg").read().split()[:3],
+        "machine": f"{os.cpu_count()} vCPU " + subprocess.run(
+            "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2", shell=True,
+            capture_output=True, text=True).stdout.strip(),
         "profile": os.environ.get("PROFILE", "bench-fast"),
         "throughput": tp,
         "target_spans_per_s_per_core": 200_000,

@@ -334,7 +334,8 @@ def collector_section(c):
 
     tp, target = c["throughput"], c["target_spans_per_s_per_core"]
     out = ["## Collector (issue 4)", "",
-           f"Measured {c['when']} (load average before: {' '.join(c['loadavg_before'])}) "
+           f"Measured {c['when']}" + (f" on {c['machine']}" if "machine" in c else "")
+           + f" (load average before: {' '.join(c['loadavg_before'])}) "
            f"by `bash bench/run.sh collector`, cargo profile `{c.get('profile', 'release')}`.", "",
            "**Assembly + encoding**, one thread (collector/benches/throughput.rs: RPCs "
            "recorded Zipkin v1 style, 7 annotations → a CLIENT and a shared SERVER span, "
