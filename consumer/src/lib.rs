@@ -98,7 +98,7 @@ pub struct Stats {
 /// Most record bytes sent in one `Records` frame: under the relay's default
 /// frame limit of 4 MiB, and above the usual batch (1 MiB plus one poll),
 /// which therefore goes out without a copy.
-pub const FRAME_CHUNK: usize = 3 << 20;
+pub const FRAME_CHUNK: usize = blkkin::wire::MAX_RECORDS_BYTES;
 
 /// Splits back-to-back ring records (as drained: well framed) into runs of
 /// at most `max` bytes (or one record, if larger), each with the number of

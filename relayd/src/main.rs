@@ -58,7 +58,8 @@ struct Cli {
     #[arg(long, value_enum)]
     fsync: Option<FsyncPolicy>,
 
-    /// Largest frame accepted from a peer (bytes, K/M/G) [default: 4M].
+    /// Largest frame accepted from a peer (bytes, K/M/G; at least 3136K,
+    /// as consumers send up to 3M of records per frame) [default: 4M].
     #[arg(long, value_name = "SIZE")]
     max_frame: Option<Size>,
 
@@ -115,6 +116,12 @@ impl Cli {
         }
         if let Some(Size(n)) = self.max_frame {
             cfg.max_frame = u32::try_from(n).context("max-frame must be below 4G")?;
+            anyhow::ensure!(
+                cfg.max_frame >= blkkin::wire::MIN_MAX_FRAME,
+                "max-frame must be at least {}K: consumers send frames of up to {}K of records",
+                blkkin::wire::MIN_MAX_FRAME >> 10,
+                blkkin::wire::MAX_RECORDS_BYTES >> 10
+            );
         }
         if let Some(Span(d)) = self.idle_timeout {
             cfg.idle_timeout = d;
@@ -197,7 +204,7 @@ mod tests {
             retain-bytes = 1048576
             retain-age = "7d"
             fsync = "always"
-            max-frame = "64K"
+            max-frame = "8M"
             idle-timeout = 30
             frame-timeout = "2.5s"
             name = "r1"
@@ -213,7 +220,7 @@ mod tests {
         assert_eq!(cfg.store.retain_bytes, 1 << 20);
         assert_eq!(cfg.store.retain_age, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(cfg.store.fsync, FsyncPolicy::Always);
-        assert_eq!(cfg.max_frame, 64 << 10);
+        assert_eq!(cfg.max_frame, 8 << 20);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
         assert_eq!(cfg.frame_timeout, Duration::from_millis(2500));
         assert_eq!(cfg.name, "r1");
@@ -253,6 +260,15 @@ mod tests {
             Cli::default().relay_config().is_err(),
             "data-dir is required"
         );
+    }
+
+    #[test]
+    fn a_frame_limit_below_what_consumers_send_is_refused() {
+        let cli: Cli = file("data-dir = \"/d\"\nmax-frame = \"1M\"\n").unwrap();
+        let e = format!("{:#}", cli.relay_config().unwrap_err());
+        assert!(e.contains("max-frame must be at least 3136K"), "{e}");
+        let cli: Cli = file("data-dir = \"/d\"\nmax-frame = \"3136K\"\n").unwrap();
+        assert_eq!(cli.relay_config().unwrap().max_frame, 3136 << 10);
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub const VERSION: u16 = 1;
 pub const MAGIC: [u8; 8] = *b"BLKKWIRE";
 /// Default upper bound of one frame (length field), 4 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 4 << 20;
+/// Most record bytes a consumer puts in one [`Frame::Records`].
+pub const MAX_RECORDS_BYTES: usize = 3 << 20;
+/// Smallest frame limit a relay accepts to be configured with: a
+/// [`Frame::Records`] of [`MAX_RECORDS_BYTES`] plus its header, with room
+/// to spare. (A lower limit would refuse consumers' frames and leave them
+/// re-sending the same batch forever.)
+pub const MIN_MAX_FRAME: u32 = (MAX_RECORDS_BYTES + (64 << 10)) as u32;
 /// Longest string field.
 pub const MAX_STRING: usize = 1024;
 /// Most records in one [`Frame::Records`].
