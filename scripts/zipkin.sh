@@ -9,7 +9,8 @@
 #                                                 run in the background on free ports, wait for
 #                                                 /health, print "URL SCRIBE_ADDR PID"
 #
-# The cache is $BLKKIN_CACHE_DIR/zipkin (default ~/.cache/blkkin/zipkin).
+# The cache is $BLKKIN_CACHE/zipkin (default ~/.cache/blkkin/zipkin), the
+# tests fetch the jar through this script too.
 # The Scribe collector is enabled (COLLECTOR_SCRIBE_ENABLED=true, its port is
 # COLLECTOR_PORT, category zipkin); storage is in memory. The HTTP port binds
 # to 127.0.0.1; Zipkin's Scribe server has no bind-address setting and
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 VERSION=3.6.1
-CACHE="${BLKKIN_CACHE_DIR:-$HOME/.cache/blkkin}/zipkin"
+CACHE="${BLKKIN_CACHE:-$HOME/.cache/blkkin}/zipkin"
 JAR="$CACHE/zipkin-server-$VERSION-exec.jar"
 
 die() { echo "zipkin.sh: $*" >&2; exit 1; }

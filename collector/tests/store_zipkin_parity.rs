@@ -2,9 +2,10 @@
 //! server (3.6.1, in-memory storage): the same queries must return the same
 //! traces (ids, order and spans), names, dependency links and statuses.
 //!
-//! Needs Java 17 and the Zipkin jar (cached in `$BLKKIN_CACHE`, default
-//! `~/.cache/blkkin`, else fetched with `mvn`); fails without them unless
-//! BLKKIN_SKIP_ZIPKIN=1 is set.
+//! Needs Java 17 and the Zipkin jar (fetched once with `mvn` by
+//! scripts/zipkin.sh into `$BLKKIN_CACHE/zipkin`, default
+//! `~/.cache/blkkin/zipkin`); fails without them unless BLKKIN_SKIP_ZIPKIN=1
+//! is set.
 
 mod support;
 

@@ -1,7 +1,11 @@
 //! Real servers for the Cassandra store's tests: a Cassandra node started by
 //! scripts/cassandra.sh and the real Zipkin server reading its keyspace,
 //! both on free loopback ports, plus a tiny HTTP client for Zipkin's API.
+
 #![allow(dead_code)] // each including test binary uses a different subset
+
+#[path = "../zipkin_fetch/mod.rs"]
+mod zipkin_fetch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -10,9 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// Zipkin server release whose `cassandra3` storage reads what we write.
-const ZIPKIN_VERSION: &str = "3.6.1";
+use zipkin_fetch::zipkin_jar;
 
 /// The repository root, from either package that includes this module (the
 /// collector's tests, or the root package's end-to-end tests).
@@ -163,33 +165,6 @@ fn rss_mib(pid: &str) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb / 1024)
-}
-
-/// The Zipkin server jar: cached, else fetched from Maven Central.
-fn zipkin_jar() -> PathBuf {
-    let dir = cache_dir();
-    let jar = dir.join(format!("zipkin-server-{ZIPKIN_VERSION}-exec.jar"));
-    if jar.exists() {
-        return jar;
-    }
-    std::fs::create_dir_all(&dir).expect("create the cache dir");
-    let out = Command::new("mvn")
-        .args([
-            "-q",
-            "-B",
-            "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
-            &format!("-Dartifact=io.zipkin:zipkin-server:{ZIPKIN_VERSION}:jar:exec"),
-            &format!("-DoutputDirectory={}", dir.display()),
-        ])
-        .current_dir(&dir)
-        .output()
-        .expect("run mvn (Debian package maven)");
-    assert!(
-        out.status.success() && jar.exists(),
-        "could not fetch the Zipkin server: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    jar
 }
 
 /// Dependency edges: (parent, child) → (calls, errors).

@@ -1,7 +1,11 @@
 //! Helpers shared by the embedded store's integration tests: span builders,
 //! a store server on an ephemeral port, a small blocking HTTP client, and a
 //! launcher for the real Zipkin server.
+
 #![allow(dead_code)] // each test file uses a different subset
+
+#[path = "../zipkin_fetch/mod.rs"]
+mod zipkin_fetch;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -11,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blkkin_collector::model::{Endpoint, Span, SpanKind};
 use blkkin_collector::store::{serve_with, ServerConfig, ServerHandle, Store};
+use zipkin_fetch::zipkin_jar;
 
 /// Epoch milliseconds now.
 pub fn now_ms() -> u64 {
@@ -199,40 +204,6 @@ pub struct Zipkin {
     pub base: String,
     child: Child,
     log: PathBuf,
-}
-
-const ZIPKIN_JAR: &str = "zipkin-server-3.6.1-exec.jar";
-
-fn cache_dir() -> PathBuf {
-    match std::env::var_os("BLKKIN_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/blkkin"),
-    }
-}
-
-/// The Zipkin server jar: cached, or fetched from Maven Central with mvn.
-fn zipkin_jar() -> PathBuf {
-    let dir = cache_dir();
-    let jar = dir.join(ZIPKIN_JAR);
-    if jar.is_file() {
-        return jar;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("mvn")
-        .args([
-            "-q",
-            "dependency:copy",
-            "-Dartifact=io.zipkin:zipkin-server:3.6.1:jar:exec",
-            &format!("-DoutputDirectory={}", dir.display()),
-        ])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run mvn to fetch the Zipkin server ({e}); install maven or set BLKKIN_SKIP_ZIPKIN=1"));
-    assert!(
-        status.success(),
-        "mvn could not fetch io.zipkin:zipkin-server:3.6.1:jar:exec"
-    );
-    assert!(jar.is_file(), "mvn did not produce {}", jar.display());
-    jar
 }
 
 fn free_port() -> u16 {
