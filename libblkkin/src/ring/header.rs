@@ -263,6 +263,34 @@ mod tests {
     }
 
     #[test]
+    fn format_versions_from_the_oldest_readable_up_to_ours_are_read() {
+        let mem = RingMem::heap(layout::HEADER_SIZE + (1 << 16));
+        write_header(
+            &mem,
+            &HeaderInit {
+                info: info(),
+                calibration: Calibration::IDENTITY,
+            },
+        );
+        let set_version = |v: u32| {
+            mem.word(off::VERSION).store(
+                v as u64 | (layout::HEADER_SIZE as u64) << 32,
+                Ordering::Relaxed,
+            )
+        };
+        for v in layout::OLDEST_READABLE_VERSION..=layout::VERSION {
+            set_version(v);
+            assert_eq!(read_header(&mem).unwrap(), info(), "version {v}");
+        }
+        for v in [0, layout::VERSION + 1] {
+            set_version(v);
+            let e = read_header(&mem).unwrap_err();
+            assert!(matches!(e, HeaderError::Version(x) if x == v), "{e}");
+            assert!(e.to_string().contains("supports 1 to 2"), "{e}");
+        }
+    }
+
+    #[test]
     fn rejects_blank_and_bad_geometry() {
         let mem = RingMem::heap(layout::HEADER_SIZE + (1 << 16));
         assert_eq!(read_header(&mem), Err(HeaderError::BadMagic));
