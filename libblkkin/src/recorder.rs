@@ -243,15 +243,8 @@ impl ProcessRings {
     /// Writes one record (timestamp and CPU filled in here).
     #[inline(always)]
     pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
-        let cpu = clock::cpu(self.clock) as usize;
-        let ring = match self.rings.get(cpu) {
-            Some(r) => r,
-            None => &self.rings[cpu % self.rings.len()],
-        };
-        let ts = ring.write(self.clock, r)?;
-        if ts >= self.next_refresh.load(Ordering::Relaxed) {
-            self.refresh_calibration(ts);
-        }
+        let ts = self.current_ring().write(self.clock, r)?;
+        self.wrote_at(ts);
         Ok(())
     }
 
@@ -259,16 +252,28 @@ impl ProcessRings {
     /// `start` is a reading of [`ProcessRings::clock`].
     #[inline(always)]
     pub fn write_span(&self, r: &RecordIn<'_>, start: u64) -> Result<(), WriteError> {
+        let end = self.current_ring().write_span(self.clock, r, start)?;
+        self.wrote_at(end);
+        Ok(())
+    }
+
+    /// The ring of the CPU the caller runs on.
+    #[inline(always)]
+    fn current_ring(&self) -> &RingWriter {
         let cpu = clock::cpu(self.clock) as usize;
-        let ring = match self.rings.get(cpu) {
+        match self.rings.get(cpu) {
             Some(r) => r,
             None => &self.rings[cpu % self.rings.len()],
-        };
-        let end = ring.write_span(self.clock, r, start)?;
-        if end >= self.next_refresh.load(Ordering::Relaxed) {
-            self.refresh_calibration(end);
         }
-        Ok(())
+    }
+
+    /// After a record written at clock reading `ts`: refreshes the
+    /// calibration when due.
+    #[inline(always)]
+    fn wrote_at(&self, ts: u64) {
+        if ts >= self.next_refresh.load(Ordering::Relaxed) {
+            self.refresh_calibration(ts);
+        }
     }
 
     /// Publishes a fresh calibration point (one thread at a time; see

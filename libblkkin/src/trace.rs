@@ -162,7 +162,20 @@ impl TraceContext {
         key: &str,
         value: Value<'_>,
     ) -> Result<(), RecordError> {
-        recorder::record(&RecordIn {
+        recorder::record(&self.record_in(span_name, endpoint, kind, key.as_bytes(), value))
+    }
+
+    /// The record of one annotation of this context.
+    #[inline(always)]
+    fn record_in<'r>(
+        &self,
+        span_name: &'r str,
+        endpoint: &'r Endpoint,
+        kind: Kind,
+        key: &'r [u8],
+        value: Value<'r>,
+    ) -> RecordIn<'r> {
+        RecordIn {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent_id: self.parent_id,
@@ -172,9 +185,9 @@ impl TraceContext {
             service: endpoint.service.as_bytes(),
             name: span_name.as_bytes(),
             ip: endpoint.ip.as_bytes(),
-            key: key.as_bytes(),
+            key,
             value,
-        })
+        }
     }
 }
 
@@ -301,22 +314,8 @@ impl Span<'_> {
     /// Records the whole span (sampled spans only).
     #[inline(always)]
     fn record_whole(&self) {
-        let _ = recorder::record_span(
-            &RecordIn {
-                trace_id: self.ctx.trace_id,
-                span_id: self.ctx.span_id,
-                parent_id: self.ctx.parent_id,
-                port: self.endpoint.port,
-                flags: if self.ctx.debug { RECORD_FLAG_DEBUG } else { 0 },
-                kind: Kind::Span,
-                service: self.endpoint.service.as_bytes(),
-                name: self.name.as_bytes(),
-                ip: self.endpoint.ip.as_bytes(),
-                key: b"",
-                value: Value::None,
-            },
-            self.start,
-        );
+        let r = (self.ctx).record_in(self.name, self.endpoint, Kind::Span, b"", Value::None);
+        let _ = recorder::record_span(&r, self.start);
     }
 }
 
