@@ -168,8 +168,8 @@ impl RingWriter {
         }
         let len = len as u32;
         // The clock is read before reserving: the reading's latency then
-        // overlaps with the compare-and-swap (read after it, this VM's
-        // rdtsc added ~9 ns to every record).
+        // overlaps with the compare-and-swap (read after it, every record
+        // paid for both in turn).
         let now = crate::clock::now_raw(clock);
         let (pos, seq) = self.reserve(len)?;
         let timestamp = start.unwrap_or(now);
