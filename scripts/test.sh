@@ -24,9 +24,9 @@ if [ "${BLKKIN_SKIP_NIGHTLY:-0}" = 1 ]; then
 	exit 0
 fi
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
-step "ring tests under AddressSanitizer"
+step "ring and rseq tests under AddressSanitizer"
 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
-	cargo +nightly test -q -p blkkin --lib --target "$HOST" --target-dir target/asan -- ring::
+	cargo +nightly test -q -p blkkin --lib --target "$HOST" --target-dir target/asan -- ring:: rseq::
 step "ring protocol tests under Miri"
 # Miri's weak-memory emulation aborts on the mixed-size accesses a byte copy
 # into atomically-read memory makes; data-race detection stays on.

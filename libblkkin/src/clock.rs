@@ -77,8 +77,7 @@ pub fn now_and_cpu(src: ClockSource) -> (u64, u32) {
 #[inline(always)]
 pub fn cpu(src: ClockSource) -> u32 {
     match src {
-        #[cfg(all(target_arch = "x86_64", target_env = "gnu", not(miri)))]
-        ClockSource::TscRseq => match rseq::cpu_id() {
+        ClockSource::TscRseq => match crate::rseq::cpu_id() {
             Some(c) => c,
             None => getcpu(),
         },
@@ -151,85 +150,13 @@ fn rdpid_gives_cpu() -> bool {
 }
 
 /// Whether glibc registered an rseq area whose `cpu_id` agrees with
-/// `sched_getcpu` (finding the area first, see [`rseq::init`]).
+/// `sched_getcpu` (finding the area first, see [`crate::rseq::init`]).
 fn rseq_gives_cpu() -> bool {
-    #[cfg(all(target_arch = "x86_64", target_env = "gnu", not(miri)))]
-    {
-        if !rseq::init() {
-            return false;
-        }
-        let agree = (0..16).filter(|_| rseq::cpu_id() == Some(getcpu())).count();
-        agree >= 12
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_env = "gnu", not(miri))))]
-    false
-}
-
-/// The CPU number from the calling thread's rseq area (`struct rseq`,
-/// registered by glibc, whose `cpu_id` the kernel updates whenever the
-/// thread migrates).
-#[cfg(all(target_arch = "x86_64", target_env = "gnu", not(miri)))]
-mod rseq {
-    use std::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
-
-    /// glibc's `__rseq_offset`: from the thread pointer to the area; 0 until
-    /// [`init`] found a registered area (0 is never a valid offset: the
-    /// thread control block itself lives there).
-    static OFFSET: AtomicIsize = AtomicIsize::new(0);
-
-    /// Offset of `cpu_id` in `struct rseq` (after `cpu_id_start`).
-    const CPU_ID: isize = 4;
-
-    /// Looks up glibc's `__rseq_offset` and `__rseq_size` (glibc 2.35+; not
-    /// linked directly, so older glibc still loads us); true when an area
-    /// is registered.
-    pub(super) fn init() -> bool {
-        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; it only
-        // looks symbols up.
-        let (off, size) = unsafe {
-            (
-                libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()),
-                libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()),
-            )
-        };
-        if off.is_null() || size.is_null() {
-            return false;
-        }
-        // SAFETY: glibc defines these as `const ptrdiff_t` and `const
-        // unsigned int`, set before any user code runs and never changed.
-        let (off, size) = unsafe { (*(off as *const isize), *(size as *const u32)) };
-        // A registered area is at least the original 20-byte struct rseq.
-        if size < 20 || off == 0 {
-            return false;
-        }
-        OFFSET.store(off, Ordering::Relaxed);
-        cpu_id().is_some()
-    }
-
-    /// This thread's CPU, `None` if the area is not known or the thread
-    /// has none registered (`cpu_id` negative).
-    #[inline(always)]
-    pub(super) fn cpu_id() -> Option<u32> {
-        let off = OFFSET.load(Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        let tp: usize;
-        // SAFETY: on x86_64 glibc, %fs:0 holds the thread pointer (the
-        // TCB's self pointer, what `__builtin_thread_pointer` reads); the
-        // instruction only loads it into the named register.
-        unsafe {
-            core::arch::asm!("mov {}, fs:0", out(reg) tp,
-                options(nostack, preserves_flags, readonly, pure))
-        };
-        let at = (tp as isize).wrapping_add(off + CPU_ID) as *const AtomicU32;
-        // SAFETY: glibc placed the thread's 4-byte-aligned struct rseq at
-        // the thread pointer + `__rseq_offset` for every thread it created
-        // (registered or not); the kernel writes `cpu_id` asynchronously,
-        // hence the atomic load.
-        let id = unsafe { &*at }.load(Ordering::Relaxed) as i32;
-        (id >= 0).then_some(id as u32)
-    }
+    crate::rseq::init()
+        && (0..16)
+            .filter(|_| crate::rseq::cpu_id() == Some(getcpu()))
+            .count()
+            >= 12
 }
 
 /// Picks the clock for this process.

@@ -7,6 +7,7 @@
 //! | `BLKIN_MAX_RECORD` | `4096` | largest record accepted; larger ones are dropped and counted |
 //! | `BLKIN_RING_MODE` | `discard` | `discard` (drop new, count) or `overwrite` (flight recorder) |
 //! | `BLKIN_CLOCK` | `auto` | `auto`, `tsc` or `realtime` |
+//! | `BLKIN_RESERVE` | `auto` | `auto` (per-CPU restartable sequences where glibc registered them, else compare-and-swap) or `cas` (always compare-and-swap) |
 //! | `BLKIN_RATE` (or `RATE`) | `1` | sample 1 root trace in N (0 = none) |
 //! | `BLKIN_SAMPLE_PROBABILITY` | `1.0` | probability a root trace is sampled |
 //! | `BLKIN_MAX_TRACES_PER_SEC` | `0` | cap on sampled roots per second (0 = none) |
@@ -40,6 +41,9 @@ pub struct Config {
     pub overwrite: bool,
     /// Clock preference.
     pub clock: ClockPref,
+    /// Reserve ring space with per-CPU restartable sequences when the
+    /// machine allows (false: always with compare-and-swap).
+    pub rseq: bool,
     /// Root sampling.
     pub sampling: SamplingConfig,
 }
@@ -214,6 +218,14 @@ impl Config {
                 _ => warn("BLKIN_CLOCK", &v, "expected auto, tsc or realtime"),
             }
         }
+        let mut rseq = true;
+        if let Some(v) = get("BLKIN_RESERVE") {
+            match v.trim() {
+                "auto" => {}
+                "cas" => rseq = false,
+                _ => warn("BLKIN_RESERVE", &v, "expected auto or cas"),
+            }
+        }
         let mut sampling = SamplingConfig::default();
         let rate_var = if get("BLKIN_RATE").is_some() {
             "BLKIN_RATE"
@@ -257,6 +269,7 @@ impl Config {
             max_record,
             overwrite,
             clock,
+            rseq,
             sampling,
         };
         (cfg, warnings)
@@ -289,6 +302,7 @@ mod tests {
         assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
         assert_eq!(c.sampling, SamplingConfig::default());
         assert!(!c.overwrite);
+        assert!(c.rseq);
     }
 
     #[test]
@@ -299,8 +313,10 @@ mod tests {
             ("BLKIN_RING_MODE", "overwrite"),
             ("RATE", "8"),
             ("BLKIN_MAX_TRACES_PER_SEC", "50"),
+            ("BLKIN_RESERVE", "cas"),
         ]);
         assert!(w.is_empty(), "{w:?}");
+        assert!(!c.rseq);
         assert_eq!(c.shm_dir, PathBuf::from("/x"));
         assert_eq!(c.ring_size, 128 << 10);
         assert!(c.overwrite);
@@ -322,8 +338,10 @@ mod tests {
             ("BLKIN_RING_SIZE", "12"),
             ("BLKIN_RATE", "often"),
             ("BLKIN_CLOCK", "sundial"),
+            ("BLKIN_RESERVE", "rcu"),
         ]);
-        assert_eq!(w.len(), 3);
+        assert_eq!(w.len(), 4);
+        assert!(c.rseq);
         assert!(w[0].contains("BLKIN_RING_SIZE"));
         assert_eq!(c.ring_size, DEFAULT_RING_SIZE);
         assert_eq!(c.sampling.rate, 1);

@@ -26,6 +26,7 @@ pub mod recorder;
 pub mod relay_client;
 pub mod ring;
 pub mod ringset;
+pub mod rseq;
 pub mod sampling;
 pub mod trace;
 pub mod wire;

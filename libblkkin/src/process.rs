@@ -20,6 +20,22 @@ pub fn boot_id() -> [u8; 16] {
     id
 }
 
+/// How many CPU numbers the kernel may ever hand out (the highest possible
+/// CPU + 1, from /sys/devices/system/cpu/possible), `None` if unknown.
+pub fn possible_cpus() -> Option<u32> {
+    parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?)
+}
+
+/// The highest CPU + 1 of a kernel CPU list such as `0-3,8-11` or `0`.
+pub fn parse_cpu_list(s: &str) -> Option<u32> {
+    let mut max = None;
+    for part in s.trim().split(',') {
+        let last = part.rsplit('-').next()?.trim().parse::<u32>().ok()?;
+        max = max.max(Some(last));
+    }
+    max?.checked_add(1)
+}
+
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -97,6 +113,17 @@ pub fn try_lock_exclusive(file: &File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_give_the_highest_cpu_plus_one() {
+        assert_eq!(parse_cpu_list("0\n"), Some(1));
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,8-11"), Some(12));
+        assert_eq!(parse_cpu_list("0,2,5"), Some(6));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("0-x"), None);
+        assert_eq!(parse_cpu_list("4294967295"), None);
+    }
 
     #[test]
     fn parses_start_time_with_odd_command_names() {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use crate::clock::{self, ClockSource};
 use crate::config::Config;
 use crate::ring::header::{store_calibration, Calibration, HeaderInit, RingInfo};
-use crate::ring::writer::{RecordIn, RingGeometry, RingWriter, WriteError};
+use crate::ring::writer::{span_record, RecordIn, Reserve, RingGeometry, RingWriter, WriteError};
 use crate::ring::{file, layout};
 use crate::sampling::Sampler;
 
@@ -25,8 +25,9 @@ pub enum RecordError {
     /// The ring refused it (full or too big); counted in the ring header.
     #[error(transparent)]
     Ring(#[from] WriteError),
-    /// The process has no rings (creation failed or is in progress); counted
-    /// in [`ProcessStats::lost_no_ring`].
+    /// The process has no rings (creation failed or is in progress), or the
+    /// recording thread cannot reserve in them (per-CPU reservation, and the
+    /// thread has no rseq area); counted in [`ProcessStats::lost_no_ring`].
     #[error("no trace ring available (see the blkin warning on stderr), record dropped")]
     NoRing,
 }
@@ -53,13 +54,17 @@ pub enum InitError {
 /// Process-wide counters that no ring header can hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessStats {
-    /// Records dropped because the process had no rings.
+    /// Records dropped because the process had no rings (or the thread
+    /// could not use them, see [`RecordError::NoRing`]).
     pub lost_no_ring: u64,
 }
 
 /// The rings of this process.
 pub struct ProcessRings {
     clock: ClockSource,
+    /// Space is reserved with [`Reserve::OnCpu`] (restartable sequences)
+    /// by every writer of these rings, else with [`Reserve::Shared`].
+    per_cpu: bool,
     rings: Box<[RingWriter]>,
     paths: Box<[PathBuf]>,
     first_point: (u64, u64),
@@ -174,6 +179,14 @@ fn create_rings(cfg: &Config) -> std::io::Result<ProcessRings> {
     if clock.is_tsc() {
         flags |= layout::FLAG_TSC;
     }
+    // Per-CPU reservation needs a ring for every CPU number the kernel can
+    // hand out: a thread on a CPU without one could not record at all.
+    let per_cpu = cfg.rseq
+        && crate::rseq::init()
+        && crate::process::possible_cpus().is_some_and(|n| n <= ncpu);
+    if per_cpu {
+        flags |= layout::FLAG_PER_CPU;
+    }
     let mut rings = Vec::with_capacity(ncpu as usize);
     let mut paths = Vec::with_capacity(ncpu as usize);
     for cpu in 0..ncpu {
@@ -220,6 +233,7 @@ fn create_rings(cfg: &Config) -> std::io::Result<ProcessRings> {
     };
     Ok(ProcessRings {
         clock,
+        per_cpu,
         rings: rings.into_boxed_slice(),
         paths: paths.into_boxed_slice(),
         first_point: (calibration.raw0, calibration.ns0),
@@ -240,31 +254,61 @@ impl ProcessRings {
         &self.paths
     }
 
+    /// Whether space is reserved per CPU with restartable sequences (no
+    /// locked instruction) rather than with compare-and-swap.
+    pub fn per_cpu(&self) -> bool {
+        self.per_cpu
+    }
+
     /// Writes one record (timestamp and CPU filled in here).
     #[inline(always)]
-    pub fn write(&self, r: &RecordIn<'_>) -> Result<(), WriteError> {
-        let ts = self.current_ring().write(self.clock, r)?;
-        self.wrote_at(ts);
-        Ok(())
+    pub fn write(&self, r: &RecordIn<'_>) -> Result<(), RecordError> {
+        self.put(r, None)
     }
 
     /// Writes a whole span as one record (see [`RingWriter::write_span`]);
     /// `start` is a reading of [`ProcessRings::clock`].
     #[inline(always)]
-    pub fn write_span(&self, r: &RecordIn<'_>, start: u64) -> Result<(), WriteError> {
-        let end = self.current_ring().write_span(self.clock, r, start)?;
-        self.wrote_at(end);
-        Ok(())
+    pub fn write_span(&self, r: &RecordIn<'_>, start: u64) -> Result<(), RecordError> {
+        self.put(&span_record(r), Some(start))
     }
 
-    /// The ring of the CPU the caller runs on.
+    /// Writes into the ring of the CPU the caller runs on; see
+    /// [`RingWriter::put`] for `start`.
     #[inline(always)]
-    fn current_ring(&self) -> &RingWriter {
-        let cpu = clock::cpu(self.clock) as usize;
-        match self.rings.get(cpu) {
-            Some(r) => r,
-            None => &self.rings[cpu % self.rings.len()],
-        }
+    fn put(&self, r: &RecordIn<'_>, start: Option<u64>) -> Result<(), RecordError> {
+        let ts = if self.per_cpu {
+            let Some(area) = crate::rseq::Area::current() else {
+                return Err(lost_no_ring());
+            };
+            loop {
+                // A thread that moves to another CPU between reading its
+                // CPU and reserving is refused the reservation: look again.
+                let Some(cpu) = area.cpu_id() else {
+                    return Err(lost_no_ring());
+                };
+                let Some(ring) = self.rings.get(cpu as usize) else {
+                    return Err(lost_no_ring());
+                };
+                let now = clock::now_raw(self.clock);
+                if let Some(ts) = ring.put(Reserve::OnCpu(cpu, area), now, r, start)? {
+                    break ts;
+                }
+            }
+        } else {
+            let cpu = clock::cpu(self.clock) as usize;
+            let ring = match self.rings.get(cpu) {
+                Some(r) => r,
+                None => &self.rings[cpu % self.rings.len()],
+            };
+            let now = clock::now_raw(self.clock);
+            match ring.put(Reserve::Shared, now, r, start)? {
+                Some(ts) => ts,
+                None => unreachable!("shared reservations never ask to move"),
+            }
+        };
+        self.wrote_at(ts);
+        Ok(())
     }
 
     /// After a record written at clock reading `ts`: refreshes the
@@ -314,15 +358,35 @@ fn refresh_interval(now: u64, raw0: u64, ticks_per_second: u64) -> u64 {
         .clamp(min, ticks_per_second.max(min))
 }
 
+/// The process's rings, created on the first call; `None` (the record is
+/// then dropped and counted) when they cannot be.
+#[inline(always)]
+fn rings_for_record() -> Option<&'static ProcessRings> {
+    let p = RINGS.load(Ordering::Acquire);
+    if p.is_null() {
+        // Out of line, and without the record: the hot path then never
+        // has to build the record in memory to pass it on.
+        return first_rings();
+    }
+    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
+    Some(unsafe { &*p })
+}
+
+/// The rings for the first record of a process (or for one while they are
+/// unavailable).
+#[cold]
+#[inline(never)]
+fn first_rings() -> Option<&'static ProcessRings> {
+    init().ok()
+}
+
 /// Records one annotation. The hot path: lock-free, allocation-free.
 #[inline(always)]
 pub fn record(r: &RecordIn<'_>) -> Result<(), RecordError> {
-    let p = RINGS.load(Ordering::Acquire);
-    if p.is_null() {
-        return record_first(r);
+    match rings_for_record() {
+        Some(rings) => rings.write(r),
+        None => Err(lost_no_ring()),
     }
-    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
-    Ok(unsafe { &*p }.write(r)?)
 }
 
 /// A reading of the process's record clock, for the start of a span that
@@ -330,49 +394,17 @@ pub fn record(r: &RecordIn<'_>) -> Result<(), RecordError> {
 /// exist yet (the clock is chosen with them); 0 if they cannot be.
 #[inline(always)]
 pub fn start_tick() -> u64 {
-    let p = RINGS.load(Ordering::Acquire);
-    if p.is_null() {
-        return start_tick_first();
-    }
-    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
-    clock::now_raw(unsafe { &*p }.clock)
-}
-
-#[cold]
-#[inline(never)]
-fn start_tick_first() -> u64 {
-    init().map_or(0, |rings| clock::now_raw(rings.clock))
+    rings_for_record().map_or(0, |rings| clock::now_raw(rings.clock))
 }
 
 /// Records a whole span, started at `start` (from [`start_tick`]) and
 /// ending now, as one record. Lock-free, allocation-free.
 #[inline(always)]
 pub fn record_span(r: &RecordIn<'_>, start: u64) -> Result<(), RecordError> {
-    let p = RINGS.load(Ordering::Acquire);
-    if p.is_null() {
-        return record_span_first(r, start);
-    }
-    // SAFETY: non-null RINGS always points to a leaked, never-freed ProcessRings.
-    Ok(unsafe { &*p }.write_span(r, start)?)
-}
-
-#[cold]
-#[inline(never)]
-fn record_span_first(r: &RecordIn<'_>, start: u64) -> Result<(), RecordError> {
-    match init() {
+    match rings_for_record() {
         // A start of 0: there were no rings when the span started.
-        Ok(rings) if start != 0 => Ok(rings.write_span(r, start)?),
+        Some(rings) if start != 0 => rings.write_span(r, start),
         _ => Err(lost_no_ring()),
-    }
-}
-
-/// The first record of a process (or one while the rings are unavailable).
-#[cold]
-#[inline(never)]
-fn record_first(r: &RecordIn<'_>) -> Result<(), RecordError> {
-    match init() {
-        Ok(rings) => Ok(rings.write(r)?),
-        Err(_) => Err(lost_no_ring()),
     }
 }
 

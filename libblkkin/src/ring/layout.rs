@@ -80,6 +80,10 @@ pub const FLAG_OVERWRITE: u32 = 1;
 /// Header flag: record timestamps are TSC ticks (convert with the calibration);
 /// when clear they are already Unix nanoseconds.
 pub const FLAG_TSC: u32 = 2;
+/// Header flag: writers reserve space with per-CPU restartable sequences
+/// (`blkkin::rseq`), not compare-and-swap (informational: readers need not
+/// care).
+pub const FLAG_PER_CPU: u32 = 4;
 
 /// Smallest data area a ring may have.
 pub const MIN_DATA_SIZE: u64 = 64 * 1024;

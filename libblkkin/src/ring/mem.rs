@@ -9,6 +9,8 @@
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
+use super::layout::HEADER_SIZE;
+
 /// What keeps the memory alive.
 enum Backing {
     /// A shared, writable file mapping (writers, consuming readers).
@@ -168,11 +170,74 @@ impl RingMem {
     }
 }
 
+/// A writer's hold on a ring file: the header and a data area of
+/// `data_size` bytes after it, sizes checked once when it is made, so the
+/// record path reaches header words and record slots without a bounds
+/// check per access.
+pub struct WriterArea {
+    mem: RingMem,
+    data_size: usize,
+}
+
+impl WriterArea {
+    /// Takes `mem` as a ring of [`HEADER_SIZE`] header bytes and
+    /// `data_size` data bytes. Panics if `mem` is read-only or shorter.
+    pub fn new(mem: RingMem, data_size: usize) -> WriterArea {
+        assert!(
+            mem.writable && mem.len >= HEADER_SIZE && mem.len - HEADER_SIZE >= data_size,
+            "ring memory of {} bytes cannot hold a {data_size}-byte data area",
+            mem.len
+        );
+        WriterArea { mem, data_size }
+    }
+
+    /// The whole ring memory.
+    pub fn mem(&self) -> &RingMem {
+        &self.mem
+    }
+
+    /// The header word at byte `OFF` (checked at compile time).
+    #[inline(always)]
+    pub fn header<const OFF: usize>(&self) -> &AtomicU64 {
+        const { assert!(OFF.is_multiple_of(8) && OFF + 8 <= HEADER_SIZE) };
+        // SAFETY: OFF + 8 <= HEADER_SIZE <= len (checked in `new`), 8-byte
+        // aligned; shared words are only accessed atomically.
+        unsafe { &*(self.mem.base.as_ptr().add(OFF) as *const AtomicU64) }
+    }
+
+    /// The word at byte `idx` of the data area (a padding record's commit
+    /// word: padding may be shorter than a slot). Panics unless aligned
+    /// and inside the area.
+    #[inline(always)]
+    pub fn slot_word(&self, idx: usize) -> &AtomicU64 {
+        assert!(idx.is_multiple_of(8) && idx <= self.data_size && self.data_size - idx >= 8);
+        // SAFETY: HEADER_SIZE + idx + 8 <= HEADER_SIZE + data_size <= mem.len; aligned.
+        unsafe { &*(self.mem.base.as_ptr().add(HEADER_SIZE + idx) as *const AtomicU64) }
+    }
+
+    /// The record slot of `len` bytes at byte `idx` (rounded down to a
+    /// multiple of 8; writers only ever pass aligned ones) of the data
+    /// area. Panics unless it is inside the area and at least
+    /// [`Slot::MIN_LEN`] long.
+    #[inline(always)]
+    pub fn slot(&self, idx: u32, len: u32) -> Slot<'_> {
+        let (idx, len) = (idx as usize & !7, len as usize);
+        // No overflow: both are below 2^32.
+        assert!(len >= Slot::MIN_LEN && idx + len <= self.data_size);
+        Slot {
+            // SAFETY: HEADER_SIZE + idx + len <= HEADER_SIZE + data_size <= mem.len.
+            ptr: unsafe { self.mem.base.as_ptr().add(HEADER_SIZE + idx) },
+            len,
+            _mem: std::marker::PhantomData,
+        }
+    }
+}
+
 /// A bounds-checked, 8-byte aligned region of a ring reserved by a writer.
 pub struct Slot<'a> {
     ptr: *mut u8,
     len: usize,
-    _mem: std::marker::PhantomData<&'a RingMem>,
+    _mem: std::marker::PhantomData<&'a ()>,
 }
 
 impl Slot<'_> {

@@ -11,7 +11,7 @@
 use std::sync::atomic::{fence, Ordering};
 
 use super::layout::{self, commit_word, join_head, off, rec, split_head, Kind};
-use super::mem::RingMem;
+use super::mem::{RingMem, WriterArea};
 
 /// A value carried by a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,28 @@ pub enum WriteError {
     Corrupt,
 }
 
+/// How a writer reserves space in a ring. All writers of one ring must use
+/// the same way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reserve {
+    /// A compare-and-swap on `head`: any thread on any CPU.
+    Shared,
+    /// A restartable sequence ([`crate::rseq::Area::store_if`]) on the
+    /// ring's CPU, no locked instruction: only threads running on that CPU.
+    OnCpu(u32, crate::rseq::Area),
+}
+
+/// The record a whole span is written as: `r` with the span kind, no key
+/// and no value (the end time is the value).
+pub(crate) fn span_record<'a>(r: &RecordIn<'a>) -> RecordIn<'a> {
+    RecordIn {
+        kind: Kind::Span,
+        key: b"",
+        value: Value::None,
+        ..*r
+    }
+}
+
 /// Parameters of a ring, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingGeometry {
@@ -78,7 +100,7 @@ pub struct RingGeometry {
 
 /// Writes records into one ring.
 pub struct RingWriter {
-    mem: RingMem,
+    area: WriterArea,
     mask: u32,
     cap: u32,
     max_record: u32,
@@ -89,9 +111,8 @@ impl RingWriter {
     /// Wraps ring memory whose header has been initialised with `geo`.
     pub fn new(mem: RingMem, geo: RingGeometry) -> RingWriter {
         assert!(geo.data_size.is_power_of_two());
-        assert!(mem.len() >= layout::HEADER_SIZE + geo.data_size as usize);
         RingWriter {
-            mem,
+            area: WriterArea::new(mem, geo.data_size as usize),
             mask: geo.data_size - 1,
             cap: geo.data_size,
             max_record: geo
@@ -104,7 +125,7 @@ impl RingWriter {
 
     /// The underlying memory (header access for the owner).
     pub fn mem(&self) -> &RingMem {
-        &self.mem
+        self.area.mem()
     }
 
     /// Writes one record; the clock is read just before the space is
@@ -116,7 +137,9 @@ impl RingWriter {
         clock: crate::clock::ClockSource,
         r: &RecordIn<'_>,
     ) -> Result<u64, WriteError> {
-        self.put(clock, r, None)
+        let now = crate::clock::now_raw(clock);
+        self.put(Reserve::Shared, now, r, None)
+            .map(|t| t.unwrap_or_else(|| unreachable!("shared reservations never ask to move")))
     }
 
     /// Writes a whole span as one [`Kind::Span`] record: `start` (read
@@ -131,25 +154,24 @@ impl RingWriter {
         r: &RecordIn<'_>,
         start: u64,
     ) -> Result<u64, WriteError> {
-        let span = RecordIn {
-            kind: Kind::Span,
-            key: b"",
-            value: Value::None,
-            ..*r
-        };
-        self.put(clock, &span, Some(start))
+        let now = crate::clock::now_raw(clock);
+        self.put(Reserve::Shared, now, &span_record(r), Some(start))
+            .map(|t| t.unwrap_or_else(|| unreachable!("shared reservations never ask to move")))
     }
 
-    /// Reserves, fills and commits one record. With `start` (a span record)
-    /// the record's timestamp is `start` and the clock reading its 8-byte
-    /// value; otherwise the clock reading is the timestamp.
+    /// Reserves, fills and commits one record. `now` is a clock reading
+    /// taken just before (see [`crate::recorder`] on where). With `start` (a
+    /// span record) the record's timestamp is `start` and `now` its 8-byte
+    /// value; otherwise `now` is the timestamp. `Ok(None)`: a
+    /// [`Reserve::OnCpu`] writer is not on that CPU (pick the ring again).
     #[inline(always)]
-    fn put(
+    pub(crate) fn put(
         &self,
-        clock: crate::clock::ClockSource,
+        how: Reserve,
+        now: u64,
         r: &RecordIn<'_>,
         start: Option<u64>,
-    ) -> Result<u64, WriteError> {
+    ) -> Result<Option<u64>, WriteError> {
         let value_len = match (start, r.value) {
             (Some(_), _) => 8,
             (None, Value::None) => 0,
@@ -161,33 +183,25 @@ impl RingWriter {
         let strings = r.service.len() + r.name.len() + r.ip.len() + r.key.len() + value_len;
         let len = layout::record_len(strings);
         if !short_ok || len > self.max_record as usize {
-            self.mem
-                .word(off::LOST_TOO_BIG)
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(WriteError::TooBig);
+            return Err(self.lost::<{ off::LOST_TOO_BIG }>(WriteError::TooBig));
         }
         let len = len as u32;
-        // The clock is read before reserving: the reading's latency then
-        // overlaps with the compare-and-swap (read after it, every record
-        // paid for both in turn).
-        let now = crate::clock::now_raw(clock);
-        let (pos, seq) = self.reserve(len)?;
+        let Some((pos, seq)) = self.reserve(len, how)? else {
+            return Ok(None);
+        };
         let timestamp = start.unwrap_or(now);
         // idx + len <= cap: reserve() padded to the start if the record did not fit.
-        let slot = self.mem.slot(
-            layout::HEADER_SIZE + (pos & self.mask) as usize,
-            len as usize,
-        );
+        let slot = self.area.slot(pos & self.mask, len);
         let cw = slot.word::<0>();
         cw.store(
             commit_word(layout::STATE_RESERVED, r.kind as u64, len, pos),
             Ordering::Relaxed,
         );
-        if self.overwrite {
-            // Readers racing with an overwrite detect it by re-reading `head`
-            // after copying; this fence orders our head update before the body.
-            fence(Ordering::Release);
-        }
+        // Readers racing with an overwrite (flight-recorder mode) detect it
+        // by re-reading `head` after copying; this fence orders our head
+        // update before the body. Unconditional: on x86 it is no instruction,
+        // and a test of the mode would be two.
+        fence(Ordering::Release);
         slot.word::<{ rec::TIMESTAMP }>()
             .store(timestamp, Ordering::Relaxed);
         slot.word::<{ rec::TRACE_ID }>()
@@ -228,64 +242,96 @@ impl RingWriter {
             commit_word(layout::STATE_COMMITTED, r.kind as u64, len, pos),
             Ordering::Release,
         );
-        Ok(now)
+        Ok(Some(now))
     }
 
-    /// Reserves `len` bytes; returns the record's free-running offset and sequence number.
+    /// Counts a dropped record in the header counter at `OFF`.
+    #[cold]
+    #[inline(never)]
+    fn lost<const OFF: usize>(&self, e: WriteError) -> WriteError {
+        self.area.header::<OFF>().fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    /// Reserves `len` bytes; returns the record's free-running offset and
+    /// sequence number, or `None` when `how` is [`Reserve::OnCpu`] and the
+    /// thread is not on that CPU.
     #[inline(always)]
-    fn reserve(&self, len: u32) -> Result<(u32, u32), WriteError> {
-        let head = self.mem.word(off::HEAD);
+    fn reserve(&self, len: u32, how: Reserve) -> Result<Option<(u32, u32)>, WriteError> {
+        let head = self.area.header::<{ off::HEAD }>();
         let mut cur = head.load(Ordering::Relaxed);
         loop {
             let (count, offset) = split_head(cur);
             if !offset.is_multiple_of(8) {
                 // Someone scribbled over the shared head: never trust it.
-                self.mem
-                    .word(off::LOST_CORRUPT)
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(WriteError::Corrupt);
+                return Err(self.lost::<{ off::LOST_CORRUPT }>(WriteError::Corrupt));
             }
             let to_end = self.cap - (offset & self.mask);
             let pad = if len > to_end { to_end } else { 0 };
             let total = pad + len;
             if !self.overwrite {
-                let tail = self.mem.word(off::TAIL).load(Ordering::Acquire) as u32;
+                let tail = self.area.header::<{ off::TAIL }>().load(Ordering::Acquire) as u32;
                 let used = offset.wrapping_sub(tail);
-                // `used > cap` only if the reader wrote a bogus tail: treat as full.
                 if used > self.cap || total > self.cap - used {
-                    self.mem
-                        .word(off::LOST_FULL)
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(WriteError::Full);
+                    // The reader ahead of our `head`: we were held up
+                    // between reading the two, and `head` has moved on since.
+                    // Otherwise the reader wrote a bogus tail: full.
+                    let latest = head.load(Ordering::Relaxed);
+                    if used > self.cap && latest != cur {
+                        cur = latest;
+                        continue;
+                    }
+                    return Err(self.lost::<{ off::LOST_FULL }>(WriteError::Full));
                 }
             }
             let next = join_head(count.wrapping_add(1), offset.wrapping_add(total));
-            match head.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => {
-                    if count == u32::MAX {
-                        self.mem
-                            .word(off::WRITTEN_EPOCHS)
-                            .fetch_add(1, Ordering::Relaxed);
+            let won = match how {
+                Reserve::Shared => {
+                    match head.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+                    {
+                        Ok(_) => true,
+                        Err(actual) => {
+                            cur = actual;
+                            false
+                        }
                     }
-                    if pad != 0 {
-                        let at = layout::HEADER_SIZE + (offset & self.mask) as usize;
-                        self.mem.word(at).store(
-                            commit_word(layout::STATE_PADDING, 0, pad, offset),
-                            Ordering::Release,
-                        );
-                    }
-                    return Ok((offset.wrapping_add(pad), count));
                 }
-                Err(actual) => cur = actual,
+                Reserve::OnCpu(cpu, area) => {
+                    if area.store_if(cpu, head, cur, next) {
+                        true
+                    } else if area.cpu_id() != Some(cpu) {
+                        return Ok(None);
+                    } else {
+                        // Preempted or interrupted in between: look again.
+                        cur = head.load(Ordering::Relaxed);
+                        false
+                    }
+                }
+            };
+            if !won {
+                continue;
             }
+            if count == u32::MAX {
+                self.area
+                    .header::<{ off::WRITTEN_EPOCHS }>()
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if pad != 0 {
+                let at = (offset & self.mask) as usize;
+                self.area.slot_word(at).store(
+                    commit_word(layout::STATE_PADDING, 0, pad, offset),
+                    Ordering::Release,
+                );
+            }
+            return Ok(Some((offset.wrapping_add(pad), count)));
         }
     }
 
     /// Adds to the counter of records dropped before a ring existed.
     pub fn add_lost_no_ring(&self, n: u64) {
         if n != 0 {
-            self.mem
-                .word(off::LOST_NO_RING)
+            self.area
+                .header::<{ off::LOST_NO_RING }>()
                 .fetch_add(n, Ordering::Relaxed);
         }
     }
