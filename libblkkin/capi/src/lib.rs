@@ -359,8 +359,6 @@ unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
 /// block and compared with zero (SSE2), in one assembly block, with one
 /// branch before (may a block cross a page?) and one after (a string
 /// without NUL in its block?); either sends all four to glibc's `strlen`.
-/// On this path every instruction counts: the record path runs near the
-/// core's issue width.
 ///
 /// # Safety
 /// Each pointer is non-NULL and NUL-terminated.
@@ -370,9 +368,9 @@ unsafe fn strings<'a>(p: [*const c_char; 4]) -> [&'a [u8]; 4] {
     {
         // Bit 12 of `s ^ (s + 15)` is set when the 16 bytes at `s` cross
         // into another page: then the general path measures all four.
-        let crossing = p
-            .iter()
-            .fold(0, |acc, &s| acc | (s as usize ^ (s as usize).wrapping_add(15)));
+        let crossing = p.iter().fold(0, |acc, &s| {
+            acc | (s as usize ^ (s as usize).wrapping_add(15))
+        });
         if crossing & 4096 == 0 {
             let m: [u32; 4];
             // SAFETY: the 16 bytes at each pointer lie in the page of its
@@ -416,7 +414,9 @@ unsafe fn strings<'a>(p: [*const c_char; 4]) -> [&'a [u8]; 4] {
             let [l0, l1, l2, l3] = m.map(|m| m.trailing_zeros() as usize);
             if (l0 | l1 | l2 | l3) < 16 {
                 // SAFETY: each has a NUL at its length (found above).
-                let s = |p: *const c_char, len| unsafe { std::slice::from_raw_parts(p as *const u8, len) };
+                let s = |p: *const c_char, len| unsafe {
+                    std::slice::from_raw_parts(p as *const u8, len)
+                };
                 return [s(p[0], l0), s(p[1], l1), s(p[2], l2), s(p[3], l3)];
             }
         }
