@@ -254,12 +254,6 @@ impl ProcessRings {
         &self.paths
     }
 
-    /// Whether space is reserved per CPU with restartable sequences (no
-    /// locked instruction) rather than with compare-and-swap.
-    pub fn per_cpu(&self) -> bool {
-        self.per_cpu
-    }
-
     /// Writes one record (timestamp and CPU filled in here).
     #[inline(always)]
     pub fn write(&self, r: &RecordIn<'_>) -> Result<(), RecordError> {
@@ -301,11 +295,7 @@ impl ProcessRings {
                 Some(r) => r,
                 None => &self.rings[cpu % self.rings.len()],
             };
-            let now = clock::now_raw(self.clock);
-            match ring.put(Reserve::Shared, now, r, start)? {
-                Some(ts) => ts,
-                None => unreachable!("shared reservations never ask to move"),
-            }
+            ring.put_shared(clock::now_raw(self.clock), r, start)?
         };
         self.wrote_at(ts);
         Ok(())

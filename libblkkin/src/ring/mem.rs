@@ -135,26 +135,6 @@ impl RingMem {
         }
     }
 
-    /// A writer's view of `len` bytes at `off` (at least [`Slot::MIN_LEN`]),
-    /// bounds-checked once so the record path can fill it without a check
-    /// per field.
-    #[inline(always)]
-    pub fn slot(&self, off: usize, len: usize) -> Slot<'_> {
-        assert!(
-            self.writable
-                && off.is_multiple_of(8)
-                && len >= Slot::MIN_LEN
-                && off <= self.len
-                && len <= self.len - off
-        );
-        // SAFETY: in bounds (checked above).
-        Slot {
-            ptr: unsafe { self.base.as_ptr().add(off) },
-            len,
-            _mem: std::marker::PhantomData,
-        }
-    }
-
     /// Copies `dst.len()` words starting at byte offset `off` (reader side).
     ///
     /// Uses relaxed atomic loads, so racing with a writer (a corrupt or
@@ -325,16 +305,18 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore)] // see scripts/test.sh: Miri runs the ring protocol tests
     fn slot_put_copies_every_length_exactly() {
-        let m = RingMem::heap(256);
+        let a = WriterArea::new(RingMem::heap(HEADER_SIZE + 256), 256);
         for n in 0..40usize {
             let src: Vec<u8> = (1..=n as u8).collect();
             for w in 0..8 {
-                m.word(w * 8).store(0, Ordering::Relaxed);
+                a.mem()
+                    .word(HEADER_SIZE + w * 8)
+                    .store(0, Ordering::Relaxed);
             }
-            let slot = m.slot(0, 64);
+            let slot = a.slot(0, 64);
             slot.put_all(3, [&src[..]]);
             let mut words = [0u64; 8];
-            m.read_words(0, &mut words);
+            a.mem().read_words(HEADER_SIZE, &mut words);
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(&bytes[3..3 + n], &src[..]);
             assert!(
@@ -347,14 +329,14 @@ mod tests {
     #[test]
     #[should_panic]
     fn slot_out_of_bounds_panics() {
-        RingMem::heap(128).slot(32, 100);
+        WriterArea::new(RingMem::heap(HEADER_SIZE + 128), 128).slot(32, 100);
     }
 
     #[test]
     #[should_panic]
     fn slot_put_past_its_end_panics() {
-        let m = RingMem::heap(128);
-        m.slot(0, 56).put_all(50, [&b"12345678"[..]]);
+        let a = WriterArea::new(RingMem::heap(HEADER_SIZE + 128), 128);
+        a.slot(0, 56).put_all(50, [&b"12345678"[..]]);
     }
 
     #[test]

@@ -137,9 +137,7 @@ impl RingWriter {
         clock: crate::clock::ClockSource,
         r: &RecordIn<'_>,
     ) -> Result<u64, WriteError> {
-        let now = crate::clock::now_raw(clock);
-        self.put(Reserve::Shared, now, r, None)
-            .map(|t| t.unwrap_or_else(|| unreachable!("shared reservations never ask to move")))
+        self.put_shared(crate::clock::now_raw(clock), r, None)
     }
 
     /// Writes a whole span as one [`Kind::Span`] record: `start` (read
@@ -154,8 +152,19 @@ impl RingWriter {
         r: &RecordIn<'_>,
         start: u64,
     ) -> Result<u64, WriteError> {
-        let now = crate::clock::now_raw(clock);
-        self.put(Reserve::Shared, now, &span_record(r), Some(start))
+        self.put_shared(crate::clock::now_raw(clock), &span_record(r), Some(start))
+    }
+
+    /// [`RingWriter::put`] with a compare-and-swap reservation (which
+    /// never asks to move).
+    #[inline(always)]
+    pub(crate) fn put_shared(
+        &self,
+        now: u64,
+        r: &RecordIn<'_>,
+        start: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.put(Reserve::Shared, now, r, start)
             .map(|t| t.unwrap_or_else(|| unreachable!("shared reservations never ask to move")))
     }
 
