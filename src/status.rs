@@ -102,6 +102,9 @@ fn loss_detail(c: &StreamCounters) -> String {
         ("corrupt", c.reader.corrupt),
         ("gap", c.reader.gap),
         ("relay gap", c.relay_gap),
+        ("relay refused", c.relay_refused),
+        ("relay corrupt", c.relay_corrupt),
+        ("retention", c.relay_retention),
     ]
     .iter()
     .filter(|(_, v)| *v > 0)

@@ -28,7 +28,8 @@ fn loss_line(s: &StreamInfo, json: bool) -> String {
     } else {
         format!(
             "# loss node={} pid={} cpu={}: {} lost (writers: ring full {}, too big {}, no ring {}, \
-             corrupt head {}; reader: torn {}, corrupt {}, gap {}; relay gap {})",
+             corrupt head {}; reader: torn {}, corrupt {}, gap {}; relay: gap {}, refused {}, \
+             corrupt {}, retention {})",
             k.node,
             k.pid,
             k.cpu,
@@ -40,7 +41,10 @@ fn loss_line(s: &StreamInfo, json: bool) -> String {
             c.reader.torn,
             c.reader.corrupt,
             c.reader.gap,
-            c.relay_gap
+            c.relay_gap,
+            c.relay_refused,
+            c.relay_corrupt,
+            c.relay_retention
         )
     }
 }

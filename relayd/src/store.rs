@@ -103,6 +103,10 @@ pub struct Meta {
     pub writer: WriterCounters,
     /// Records the relay never received (position gaps in what consumers sent).
     pub lost_gap: u64,
+    /// Records refused at ingest (no reader could decode them).
+    pub lost_refused: u64,
+    /// Records lost to damage in the stream's own files.
+    pub lost_corrupt: u64,
     /// Positions below this were deleted by retention (keeps `next` when a
     /// stream's every segment was deleted).
     pub retained_to: u64,
@@ -115,6 +119,10 @@ impl Meta {
             reader: self.reader,
             writer: self.writer,
             relay_gap: self.lost_gap,
+            relay_refused: self.lost_refused,
+            relay_corrupt: self.lost_corrupt,
+            // Per reader: filled in by the reader session.
+            relay_retention: 0,
         }
     }
 }
@@ -292,6 +300,8 @@ impl Stream {
             "reader": [r.read, r.torn, r.corrupt, r.gap, r.resyncs, r.skipped_bytes],
             "writer": [w.written, w.lost_full, w.lost_too_big, w.lost_no_ring, w.lost_corrupt],
             "lost_gap": m.lost_gap,
+            "lost_refused": m.lost_refused,
+            "lost_corrupt": m.lost_corrupt,
             "retained_to": m.retained_to,
         });
         let tmp = self.dir.join("meta.json.tmp");

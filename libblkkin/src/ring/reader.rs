@@ -101,7 +101,11 @@ pub struct WriterCounters {
 impl WriterCounters {
     /// All records the writer dropped.
     pub fn lost(&self) -> u64 {
-        self.lost_full + self.lost_too_big + self.lost_no_ring + self.lost_corrupt
+        // Saturating: the counters may come from a hostile ring or peer.
+        self.lost_full
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_ring)
+            .saturating_add(self.lost_corrupt)
     }
 }
 

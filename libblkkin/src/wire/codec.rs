@@ -50,6 +50,9 @@ impl Enc {
     pub(super) fn counters(&mut self, c: &StreamCounters) {
         self.stats(&c.reader, &c.writer);
         self.u64(c.relay_gap);
+        self.u64(c.relay_refused);
+        self.u64(c.relay_corrupt);
+        self.u64(c.relay_retention);
     }
     pub(super) fn summary(&mut self, s: &StreamSummary) {
         self.key(&s.key);
@@ -138,6 +141,9 @@ impl<'a> Dec<'a> {
             reader,
             writer,
             relay_gap: self.u64("relay gap")?,
+            relay_refused: self.u64("relay refused")?,
+            relay_corrupt: self.u64("relay corrupt")?,
+            relay_retention: self.u64("relay retention")?,
         })
     }
     pub(super) fn summary(&mut self) -> Result<StreamSummary, WireError> {

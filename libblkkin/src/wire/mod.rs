@@ -1,4 +1,4 @@
-//! The relay wire protocol, version 1: frames and their codec.
+//! The relay wire protocol, version 2: frames and their codec.
 //!
 //! Shared by the consumer daemon, the relay and live readers (`blkkin tail`,
 //! the collector); docs/PROTOCOL.md describes the conversation. This module is
@@ -26,7 +26,7 @@ mod status;
 pub use status::{ConsumerStats, PeerStatus, StatusReport, StreamStatus};
 
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Magic bytes at the start of every [`Frame::Hello`].
 pub const MAGIC: [u8; 8] = *b"BLKKWIRE";
 /// Default upper bound of one frame (length field), 4 MiB.
@@ -102,16 +102,32 @@ pub struct StreamCounters {
     pub writer: WriterCounters,
     /// Records the relay never received (gaps in the positions consumers sent).
     pub relay_gap: u64,
+    /// Records the relay refused at ingest because no reader could decode them.
+    pub relay_refused: u64,
+    /// Records the relay lost to damage in its own files (found by recovery
+    /// or by a CRC check on read).
+    pub relay_corrupt: u64,
+    /// Records retention deleted before this reader read them (per reader:
+    /// the relay counts them for the connection it sends them to).
+    pub relay_retention: u64,
 }
 
 impl StreamCounters {
-    /// All records lost on the way, whatever the cause.
+    /// All records lost on the way, whatever the cause. Saturates: counters
+    /// come from the network and are not trusted to be small.
     pub fn lost(&self) -> u64 {
-        self.writer.lost()
-            + self.reader.torn
-            + self.reader.corrupt
-            + self.reader.gap
-            + self.relay_gap
+        [
+            self.writer.lost(),
+            self.reader.torn,
+            self.reader.corrupt,
+            self.reader.gap,
+            self.relay_gap,
+            self.relay_refused,
+            self.relay_corrupt,
+            self.relay_retention,
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
     }
 }
 

@@ -62,6 +62,9 @@ fn counters() -> StreamCounters {
             lost_corrupt: 11,
         },
         relay_gap: 12,
+        relay_refused: 13,
+        relay_corrupt: 14,
+        relay_retention: 15,
     }
 }
 

@@ -142,6 +142,8 @@ pub(super) fn load_meta(path: &Path) -> anyhow::Result<(StreamKey, Meta)> {
             lost_corrupt: w[4],
         },
         lost_gap: u(&v["lost_gap"]).unwrap_or(0),
+        lost_refused: u(&v["lost_refused"]).unwrap_or(0),
+        lost_corrupt: u(&v["lost_corrupt"]).unwrap_or(0),
         retained_to: u(&v["retained_to"]).unwrap_or(0),
     };
     Ok((key, meta))
