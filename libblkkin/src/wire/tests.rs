@@ -83,8 +83,19 @@ fn consumer_stats() -> ConsumerStats {
 
 #[test]
 fn lost_sums_every_cause_of_loss() {
-    // torn 2 + corrupt 3 + gap 4 + writer 8+9+10+11 + relay 12
-    assert_eq!(counters().lost(), 59);
+    // torn 2 + corrupt 3 + gap 4 + writer 8+9+10+11
+    // + relay gap 12, refused 13, corrupt 14, retention 15
+    assert_eq!(counters().lost(), 101);
+}
+
+#[test]
+fn lost_saturates_instead_of_overflowing() {
+    // A forged Counters frame must not make a reader panic (debug builds
+    // check overflow): the sum stops at u64::MAX.
+    let mut c = counters();
+    c.relay_refused = u64::MAX;
+    c.relay_retention = u64::MAX;
+    assert_eq!(c.lost(), u64::MAX);
 }
 
 fn all_frames() -> Vec<Frame> {
