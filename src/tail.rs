@@ -21,19 +21,20 @@ fn loss_line(s: &StreamInfo, json: bool) -> String {
             "pid": k.pid,
             "start_time": k.start_time,
             "cpu": k.cpu,
-            "lost": c.lost(),
+            "lost": s.lost(),
             "counters": c,
+            "undecodable": s.undecodable,
         })
         .to_string()
     } else {
         format!(
             "# loss node={} pid={} cpu={}: {} lost (writers: ring full {}, too big {}, no ring {}, \
              corrupt head {}; reader: torn {}, corrupt {}, gap {}; relay: gap {}, refused {}, \
-             corrupt {}, retention {})",
+             corrupt {}, retention {}; undecodable here {})",
             k.node,
             k.pid,
             k.cpu,
-            c.lost(),
+            s.lost(),
             c.writer.lost_full,
             c.writer.lost_too_big,
             c.writer.lost_no_ring,
@@ -44,7 +45,8 @@ fn loss_line(s: &StreamInfo, json: bool) -> String {
             c.relay_gap,
             c.relay_refused,
             c.relay_corrupt,
-            c.relay_retention
+            c.relay_retention,
+            s.undecodable
         )
     }
 }
@@ -102,7 +104,7 @@ pub fn tail(
                     res
                 }
                 Event::Counters(s) => {
-                    let lost = s.counters.lost();
+                    let lost = s.lost();
                     if shown.get(&s.key).copied().unwrap_or(0) == lost {
                         return;
                     }

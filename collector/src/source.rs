@@ -136,7 +136,7 @@ fn read_relay(
                     }
                 }
                 Event::Counters(s) => {
-                    let n = s.counters.lost();
+                    let n = s.lost();
                     if lost.insert(s.key.clone(), n) != Some(n) {
                         lost_changed = true;
                         if n > 0 {

@@ -93,7 +93,47 @@ pub struct Stats {
     pub resent: u64,
     /// Times draining paused because the unacknowledged buffer was full.
     pub buffer_full: u64,
+    /// Acknowledgements refused because they covered positions this
+    /// consumer never sent (a relay that is broken or not ours): the
+    /// connection was dropped and nothing was released.
+    pub bad_acks: u64,
 }
+
+/// Refuses a ring directory that is a symbolic link or that another user
+/// owns: the consumer would otherwise drain (and remove) files someone else
+/// placed there for it. A directory that does not exist yet is fine (the
+/// first traced process creates it, private to its user).
+pub fn check_ring_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("ring directory {}", dir.display())),
+    };
+    anyhow::ensure!(
+        !m.file_type().is_symlink(),
+        "ring directory {} is a symbolic link: refusing it (give the real path)",
+        dir.display()
+    );
+    anyhow::ensure!(
+        m.is_dir(),
+        "ring directory {} is not a directory",
+        dir.display()
+    );
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    anyhow::ensure!(
+        m.uid() == me,
+        "ring directory {} belongs to uid {}, not to this consumer (uid {me}): refusing it",
+        dir.display(),
+        m.uid()
+    );
+    Ok(())
+}
+
+/// First wait before reconnecting; doubled after every failure up to
+/// [`Config::max_backoff`], reset when the relay acknowledges something.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Most record bytes sent in one `Records` frame: under the relay's default
 /// frame limit of 4 MiB, and above the usual batch (1 MiB plus one poll),
@@ -148,6 +188,12 @@ struct Stream {
     sent_counters: Option<(ReaderStats, WriterCounters)>,
     /// Gone from the ring set: close once everything is acknowledged.
     finished: bool,
+    /// The relay answered this connection's `OpenStream`.
+    open_acked: bool,
+    /// The most an acknowledgement may cover on this connection: the end of
+    /// what was sent, or what the relay said it held when the stream was
+    /// opened (records of an earlier run of this consumer).
+    ack_bound: u64,
 }
 
 /// The consumer's state across polls and reconnects.
@@ -197,7 +243,7 @@ impl Consumer {
             streams: BTreeMap::new(),
             next_handle: 1,
             conn: None,
-            backoff: Duration::from_millis(100),
+            backoff: INITIAL_BACKOFF,
             next_attempt: Instant::now(),
             last_counters: Instant::now(),
             stats: Stats::default(),
@@ -238,6 +284,7 @@ impl Consumer {
     /// and the rings of exited writers are removed. Records still
     /// unacknowledged at the deadline stay in the rings for the next consumer.
     pub fn run(&mut self, stop: &AtomicBool, drain_timeout: Duration) -> anyhow::Result<Stats> {
+        check_ring_dir(&self.cfg.ring_dir)?;
         while !stop.load(Ordering::Relaxed) {
             let delay = self.step()?;
             if !delay.is_zero() {
@@ -306,6 +353,8 @@ impl Consumer {
                             counters: Default::default(),
                             sent_counters: None,
                             finished: false,
+                            open_acked: false,
+                            ack_bound: 0,
                         }
                     });
                     if let Some(c) = cal {
@@ -371,7 +420,9 @@ impl Consumer {
                 self.stats.connects += 1;
                 self.sent_stats = None;
                 tracing::info!(relay = %self.cfg.relay, connects = self.stats.connects, "connected to the relay");
-                self.backoff = Duration::from_millis(100);
+                // The backoff is reset by progress (an acknowledgement), not
+                // by connecting: a relay that accepts connections but fails
+                // every write (a full disk) is retried ever more slowly.
                 // Everything unacknowledged goes again (the relay skips what it has).
                 for s in self.streams.values_mut() {
                     s.opened = false;
@@ -399,8 +450,9 @@ impl Consumer {
 impl Consumer {
     fn drop_conn(&mut self, why: &dyn std::fmt::Display) {
         if self.conn.take().is_some() {
-            tracing::warn!(relay = %self.cfg.relay, "lost the relay connection: {why}; reconnecting");
+            tracing::warn!(relay = %self.cfg.relay, retry_in = ?self.backoff, "lost the relay connection: {why}; reconnecting");
             self.next_attempt = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
         }
     }
 
@@ -421,6 +473,8 @@ impl Consumer {
                     break;
                 }
                 s.opened = true;
+                s.open_acked = false;
+                s.ack_bound = 0;
                 s.sent_calibration = Some(s.calibration);
             }
             if s.sent_calibration != Some(s.calibration) {
@@ -462,6 +516,7 @@ impl Consumer {
                     break 'streams;
                 }
                 b.sent = true;
+                s.ack_bound = s.ack_bound.max(b.end);
             }
         }
         if let Err(e) = result {
@@ -482,6 +537,20 @@ impl Consumer {
                     else {
                         continue;
                     };
+                    if !s.open_acked {
+                        // The answer to OpenStream: what the relay holds.
+                        s.open_acked = true;
+                        s.ack_bound = s.ack_bound.max(next);
+                    } else if next > s.ack_bound {
+                        // Releasing on it would drop records the relay never got.
+                        self.stats.bad_acks += 1;
+                        let why = format!(
+                            "relay acknowledged position {next} of stream {:?}, beyond what was sent ({})",
+                            s.key, s.ack_bound
+                        );
+                        self.drop_conn(&why);
+                        return;
+                    }
                     let mut release = None;
                     while s.unacked.front().is_some_and(|b| b.end <= next) {
                         let mut b = s.unacked.pop_front().expect("checked");
@@ -496,6 +565,7 @@ impl Consumer {
                     }
                     if let Some(c) = release {
                         self.rings.release_to(id, c);
+                        self.backoff = INITIAL_BACKOFF;
                     }
                 }
                 Ok(Some(Frame::Error { message, .. })) => {

@@ -128,6 +128,7 @@ fn main() -> ExitCode {
                 connects = s.connects,
                 resent = s.resent,
                 buffer_full = s.buffer_full,
+                bad_acks = s.bad_acks,
                 "stopped"
             );
             ExitCode::SUCCESS

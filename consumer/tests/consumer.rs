@@ -338,3 +338,163 @@ fn stopping_drains_and_waits_for_acks_but_not_for_live_writers() {
         t0.elapsed()
     );
 }
+
+/// A relay that acknowledges positions it was never sent (a hijacked stream
+/// or a relay that is not ours) releases nothing: the consumer drops the
+/// connection, counts it, and a sane relay later gets every record.
+#[test]
+fn an_ack_beyond_what_was_sent_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let w = ring(d.path(), false, 0); // an exited writer
+    for i in 0..100 {
+        assert!(put(&w, i));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut fb = FrameBuffer::new(DEFAULT_MAX_FRAME);
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = match sock.read(&mut buf) {
+                Ok(0) | Err(_) => break, // the consumer hung up
+                Ok(n) => n,
+            };
+            fb.extend(&buf[..n]);
+            while let Some(f) = fb.next_frame().unwrap() {
+                let answer = match f {
+                    Frame::Hello { .. } => Frame::Welcome {
+                        version: VERSION,
+                        name: "liar".into(),
+                        idle_timeout_ms: 0,
+                    },
+                    Frame::OpenStream { handle, .. } => Frame::Ack { handle, next: 0 },
+                    Frame::Records { handle, .. } => Frame::Ack {
+                        handle,
+                        next: 1 << 62,
+                    },
+                    _ => continue,
+                };
+                let mut out = Vec::new();
+                answer.encode(&mut out);
+                let _ = sock.write_all(&out);
+            }
+        }
+        let mut seen = Seen::new();
+        let (sock, _) = listener.accept().unwrap();
+        serve(sock, &mut seen, true, None);
+        tx.send(seen).unwrap();
+    });
+    let mut c = Consumer::new(Config::new(d.path().to_owned(), addr));
+    run_until(&mut c, |c| c.stats().bad_acks >= 1);
+    assert_eq!(c.stats().acked, 0, "nothing released on the lying ack");
+    run_until(&mut c, |c| c.stats().acked == 100);
+    drop(c);
+    let seen = rx.recv().unwrap();
+    assert_eq!(seen.values().next().unwrap().len(), 100);
+}
+
+/// A relay that accepts connections but fails every write (a full disk
+/// answers Unavailable) is retried with a growing wait, and the records stay
+/// in the ring for when it recovers.
+#[test]
+fn a_relay_failing_every_write_is_retried_with_exponential_backoff() {
+    let d = tempfile::tempdir().unwrap();
+    let w = ring(d.path(), true, 0);
+    for i in 0..50 {
+        assert!(put(&w, i));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { return };
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut fb = FrameBuffer::new(DEFAULT_MAX_FRAME);
+            let mut buf = [0u8; 65536];
+            'conn: loop {
+                let n = match sock.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                fb.extend(&buf[..n]);
+                while let Some(f) = fb.next_frame().unwrap() {
+                    let (answer, close) = match f {
+                        Frame::Hello { .. } => (
+                            Frame::Welcome {
+                                version: VERSION,
+                                name: "full".into(),
+                                idle_timeout_ms: 0,
+                            },
+                            false,
+                        ),
+                        Frame::OpenStream { handle, .. } => (Frame::Ack { handle, next: 0 }, false),
+                        Frame::Records { .. } => (
+                            Frame::Error {
+                                code: blkkin::wire::ErrorCode::Unavailable,
+                                message: "No space left on device (os error 28)".into(),
+                            },
+                            true,
+                        ),
+                        _ => continue,
+                    };
+                    let mut out = Vec::new();
+                    answer.encode(&mut out);
+                    let _ = sock.write_all(&out);
+                    if close {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+    });
+    let mut cfg = Config::new(d.path().to_owned(), addr);
+    cfg.max_backoff = Duration::from_millis(800);
+    let mut c = Consumer::new(cfg);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(2500) {
+        let wait = c.step().unwrap();
+        std::thread::sleep(wait.min(Duration::from_millis(5)));
+    }
+    // 100 + 200 + 400 + 800 + 800 ms: about 5 attempts in 2.5 s (a fixed
+    // 100 ms retry would make ~25).
+    let s = c.stats();
+    assert!((3..=8).contains(&s.connects), "{s:?}");
+    assert_eq!(s.acked, 0);
+    assert_eq!(
+        s.records, 50,
+        "still held, to be sent when the relay recovers"
+    );
+}
+
+#[test]
+fn a_ring_directory_that_is_a_symlink_or_foreign_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("rings");
+    std::fs::create_dir(&real).unwrap();
+    blkkin_consumerd::check_ring_dir(&real).expect("our own directory");
+    blkkin_consumerd::check_ring_dir(&d.path().join("not-yet")).expect("created later");
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = blkkin_consumerd::check_ring_dir(&link).unwrap_err();
+    assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let mut c = Consumer::new(Config::new(link, "127.0.0.1:1".into()));
+    assert!(
+        c.run(&stop, Duration::from_secs(1)).is_err(),
+        "run refuses it too"
+    );
+    // Another user's directory (needs root to make one).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let foreign = d.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let e = blkkin_consumerd::check_ring_dir(&foreign).unwrap_err();
+        assert!(format!("{e:#}").contains("belongs to uid 65534"), "{e:#}");
+    } else {
+        eprintln!("SKIPPED the foreign-owner case: needs root");
+    }
+}

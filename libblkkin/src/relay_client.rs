@@ -59,6 +59,18 @@ pub struct StreamInfo {
     pub next: u64,
     /// The stream's loss counters, cumulative, as last sent by the relay.
     pub counters: StreamCounters,
+    /// Records the relay sent that did not decode: skipped and counted
+    /// here (a relay screens records at ingest, so this stays 0 unless its
+    /// files were damaged or it is not a blkkin relay).
+    pub undecodable: u64,
+}
+
+impl StreamInfo {
+    /// Every record of the stream lost before this reader: the relay's
+    /// counters plus the records this reader could not decode.
+    pub fn lost(&self) -> u64 {
+        self.counters.lost().saturating_add(self.undecodable)
+    }
 }
 
 /// What [`RelayReader::next_events`] delivers.
@@ -266,6 +278,7 @@ impl RelayReader {
                             ring,
                             next,
                             counters: StreamCounters::default(),
+                            undecodable: 0,
                         },
                     );
                 }
@@ -301,6 +314,7 @@ impl RelayReader {
                     let mut at = 0;
                     let mut pos = first;
                     let mut n = 0;
+                    let undecodable = s.undecodable;
                     while at < records.len() {
                         // Framing was checked when the frame was decoded.
                         let cw = CommitWord::decode(u64::from_le_bytes(
@@ -314,18 +328,20 @@ impl RelayReader {
                                     each(Event::Record(s, &r));
                                     n += 1;
                                 }
-                                Err(e) => {
-                                    return Err(ReaderError::Protocol(format!(
-                                        "undecodable record at {pos}: {e}"
-                                    )))
-                                }
+                                // Skipped and counted (reported through
+                                // `Event::Counters`): one bad record must
+                                // not stop the reader.
+                                Err(_) => s.undecodable += 1,
                             }
-                            s.next = pos + 1;
+                            s.next = pos.saturating_add(1);
                         }
                         at += cw.len as usize;
-                        pos += 1;
+                        pos = pos.saturating_add(1);
                     }
                     self.delivered.insert(s.key.clone(), s.next);
+                    if s.undecodable != undecodable {
+                        each(Event::Counters(s));
+                    }
                     return Ok(n);
                 }
                 Frame::Error { message, .. } => return Err(ReaderError::Protocol(message)),

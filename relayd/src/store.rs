@@ -8,15 +8,34 @@
 //! ```
 //!
 //! Records are the raw ring records (commit word + body). Positions in a
-//! stream strictly increase but may skip (a gap the consumer reported). On
-//! open every segment is scanned: entries are checked (length, CRC, framing,
-//! increasing position) and the file is truncated at the first bad one, so a
-//! torn tail after a crash is dropped. A sparse in-memory index (every
-//! [`INDEX_EVERY`]th entry) lets readers seek to a position.
+//! stream strictly increase but may skip (a gap the consumer reported, or a
+//! record refused at ingest). On open every segment is scanned: entries are
+//! checked (length, CRC, framing, increasing position) and the file is
+//! truncated at the first bad one, so a torn tail after a crash is dropped.
+//! A sparse in-memory index (every [`INDEX_EVERY`]th entry) lets readers
+//! seek to a position.
+//!
+//! **Ingest screening.** Every record is decoded as a reader would decode it
+//! and its sequence number must be its position's low 32 bits (what a ring
+//! writes). A record that fails is not stored: its position is consumed and
+//! counted in `lost_refused`, so one bad record can never stop a reader.
+//!
+//! **Durability.** Each stream remembers the state its last successful sync
+//! covered ([`Stream::durable_next`]); only positions below it are ever
+//! acknowledged. When a write or a sync fails, the stream is rolled back to
+//! that state (files truncated to the synced length, segments created since
+//! removed) and the error is returned: the consumer, never acknowledged,
+//! sends the records again and they are written and synced anew. (After a
+//! failed `fsync` Linux may have dropped the dirty pages and a second
+//! `fsync` can succeed without them: rewriting is the only safe retry.)
+//! Directories are synced after a segment is created and after `meta.json`
+//! is replaced. Files are created 0600 and directories 0700: the records
+//! are as private as the rings they came from.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -25,6 +44,7 @@ use anyhow::{bail, Context};
 use blkkin::ring::header::Calibration;
 use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
+use blkkin::ring::record::parse_record;
 use blkkin::wire::{StreamCounters, StreamKey, StreamSummary};
 use serde_json::json;
 
@@ -41,6 +61,50 @@ pub const ENTRY_HEADER: usize = 16;
 pub const MAX_RECORD: usize = 1 << 16;
 /// One index point every this many entries.
 pub const INDEX_EVERY: u64 = 64;
+/// Largest forward jump of positions a `Records` frame may make: a ring's
+/// sequence numbers are 32-bit, so a jump this large cannot be checked
+/// against them (and no consumer loses 2^32 records between two frames).
+pub const MAX_JUMP: u64 = 1 << 32;
+/// Mode of the relay's directories.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the relay's files.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Why an append was refused outright (nothing of it is stored).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The frame's first position jumps too far past the stream's end.
+    #[error(
+        "records at position {first} jump {jump} past the stream's end {next} (at most {MAX_JUMP})"
+    )]
+    Jump {
+        /// The frame's first position.
+        first: u64,
+        /// The stream's next position.
+        next: u64,
+        /// `first - next`.
+        jump: u64,
+    },
+}
+
+/// Why a record is refused at ingest, if it is.
+pub fn screen(record: &[u8], pos: u64) -> Result<(), String> {
+    let cw = CommitWord::decode(u64::from_le_bytes(
+        record
+            .get(..8)
+            .ok_or("shorter than a commit word")?
+            .try_into()
+            .expect("8 bytes"),
+    ));
+    let r = parse_record(record, cw.kind).map_err(|e| e.to_string())?;
+    if r.seq != pos as u32 {
+        return Err(format!(
+            "sequence number {} is not that of position {pos}",
+            r.seq
+        ));
+    }
+    Ok(())
+}
 
 /// CRC-32 (IEEE, as zlib and gzip); `init` chains calls. Computed by
 /// `crc32fast` (carry-less multiplication where the CPU has it): the
@@ -132,6 +196,37 @@ struct Inner {
     active: Option<SegmentFile>,
     next: u64,
     meta: Meta,
+    /// What the last successful sync covered.
+    durable: Durable,
+    /// A segment was created since the directory was last synced.
+    dir_dirty: bool,
+}
+
+/// The state of a stream that stable storage holds: where a failed write
+/// or sync rolls back to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durable {
+    /// Positions below are synced (and may be acknowledged).
+    next: u64,
+    /// The last segment then: its base, valid bytes, entries, last
+    /// position and index points (`None`: there was none).
+    seg: Option<(u64, u64, u64, Option<u64>, usize)>,
+    lost_gap: u64,
+    lost_refused: u64,
+}
+
+impl Durable {
+    fn of(g: &Inner) -> Durable {
+        Durable {
+            next: g.next,
+            seg: g
+                .segments
+                .last()
+                .map(|s| (s.base, s.len, s.entries, s.last, s.index.len())),
+            lost_gap: g.meta.lost_gap,
+            lost_refused: g.meta.lost_refused,
+        }
+    }
 }
 
 /// One stream.
@@ -151,6 +246,9 @@ pub struct Appended {
     pub duplicates: u64,
     /// Positions skipped (lost) before this batch.
     pub gap: u64,
+    /// Records refused at ingest (undecodable, or a sequence number that
+    /// is not their position's): counted in `lost_refused`, not stored.
+    pub refused: u64,
     /// Next position of the stream.
     pub next: u64,
 }
@@ -166,6 +264,16 @@ fn seg_name(base: u64) -> String {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and missing parents) with [`DIR_MODE`], and tightens the
+/// mode of an existing one.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
 }
 
 impl Stream {
@@ -199,6 +307,11 @@ impl Stream {
         self.lock().segments.iter().map(|s| s.len).sum()
     }
 
+    /// Positions below this were (or could have been) deleted by retention.
+    pub fn retained_to(&self) -> u64 {
+        self.lock().meta.retained_to
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.lock().segments.len()
@@ -221,7 +334,7 @@ impl Stream {
         cfg: StoreConfig,
         cal: Calibration,
     ) -> anyhow::Result<Stream> {
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let s = Stream {
             key,
             dir,
@@ -234,6 +347,8 @@ impl Stream {
                     calibration: cal,
                     ..Meta::default()
                 },
+                durable: Durable::default(),
+                dir_dirty: false,
             }),
         };
         s.save_meta(&s.lock().meta)?;
@@ -248,9 +363,15 @@ impl Stream {
     fn open(dir: PathBuf, cfg: StoreConfig) -> anyhow::Result<Stream> {
         let (key, meta) = load_meta(&dir.join("meta.json"))
             .with_context(|| format!("reading {}/meta.json", dir.display()))?;
+        // Data written by an older relay may be world-readable: tighten it.
+        private_dir(&dir).with_context(|| format!("setting the mode of {}", dir.display()))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for e in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
             let e = e?;
+            if e.file_type()?.is_file() {
+                fs::set_permissions(e.path(), fs::Permissions::from_mode(FILE_MODE))
+                    .with_context(|| format!("setting the mode of {}", e.path().display()))?;
+            }
             let name = e.file_name();
             let name = name.to_string_lossy();
             if let Some(base) = name
@@ -275,16 +396,21 @@ impl Stream {
             segments.push(seg);
         }
         let next = last.map_or(0, |l| l + 1).max(meta.retained_to);
+        let mut inner = Inner {
+            segments,
+            active: None,
+            next,
+            meta,
+            durable: Durable::default(),
+            dir_dirty: false,
+        };
+        // What recovery found is what the disk holds.
+        inner.durable = Durable::of(&inner);
         Ok(Stream {
             key,
             dir,
             cfg,
-            inner: Mutex::new(Inner {
-                segments,
-                active: None,
-                next,
-                meta,
-            }),
+            inner: Mutex::new(inner),
         })
     }
 
@@ -305,12 +431,21 @@ impl Stream {
             "retained_to": m.retained_to,
         });
         let tmp = self.dir.join("meta.json.tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(v.to_string().as_bytes())?;
         if self.cfg.fsync != FsyncPolicy::Never {
             f.sync_all()?;
         }
         fs::rename(&tmp, self.dir.join("meta.json"))?;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            sync_dir(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -327,23 +462,60 @@ impl Stream {
     /// after `next` are counted as lost. Synced as the policy says.
     pub fn append(&self, first: u64, records: &[u8]) -> anyhow::Result<Appended> {
         let a = self.append_deferred(first, records)?;
-        if a.written > 0 {
-            self.sync_batch()?;
-        }
+        self.sync_batch()?;
         Ok(a)
+    }
+
+    /// Positions below this are on stable storage as the fsync policy
+    /// promises (with `never`: written): the most a consumer may be
+    /// acknowledged.
+    pub fn durable_next(&self) -> u64 {
+        self.lock().durable.next
+    }
+
+    /// Counts `n` records refused without being stored (a frame refused
+    /// outright) in `lost_refused`.
+    pub fn refuse(&self, n: u64) -> anyhow::Result<()> {
+        self.update_meta(|m| m.lost_refused = m.lost_refused.saturating_add(n))
     }
 
     /// Like [`Stream::append`], but leaves the `batch` policy's sync to a
     /// later [`Stream::sync_batch`] (group commit: one sync for several
     /// batches that arrived together). Nothing appended may be acknowledged
-    /// before that sync.
+    /// before that sync ([`Stream::durable_next`] says what may). A frame
+    /// jumping more than [`MAX_JUMP`] past the stream's end is refused
+    /// whole with [`Refused::Jump`]. After a failed write the stream is
+    /// rolled back to its last synced state.
     pub fn append_deferred(&self, first: u64, records: &[u8]) -> anyhow::Result<Appended> {
         let recs = split_records(records);
         let mut g = self.lock();
+        if first > g.next && first - g.next >= MAX_JUMP {
+            return Err(Refused::Jump {
+                first,
+                next: g.next,
+                jump: first - g.next,
+            }
+            .into());
+        }
+        let r = self.append_locked(&mut g, first, &recs);
+        if r.is_err() {
+            self.roll_back(&mut g);
+        } else if self.cfg.fsync == FsyncPolicy::Never
+            || (self.cfg.fsync == FsyncPolicy::Always && !g.dir_dirty)
+        {
+            // `never` promises nothing more than the write; `always` synced
+            // every flush (and the directory of a new segment).
+            g.durable = Durable::of(&g);
+        }
+        r
+    }
+
+    fn append_locked(&self, g: &mut Inner, first: u64, recs: &[&[u8]]) -> anyhow::Result<Appended> {
         let mut out = Appended {
             written: 0,
             duplicates: 0,
             gap: 0,
+            refused: 0,
             next: g.next,
         };
         let skip = g.next.saturating_sub(first).min(recs.len() as u64);
@@ -354,19 +526,25 @@ impl Stream {
         let mut pos = first + skip;
         if pos > g.next {
             out.gap = pos - g.next;
-            g.meta.lost_gap += out.gap;
-            let m = g.meta.clone();
-            self.save_meta(&m)?;
+            g.meta.lost_gap = g.meta.lost_gap.saturating_add(out.gap);
         }
         let mut buf = Vec::new();
         for rec in &recs[skip as usize..] {
+            if let Err(why) = screen(rec, pos) {
+                if out.refused == 0 {
+                    tracing::warn!(stream = %self.dir.display(), pos, "record refused at ingest: {why}");
+                }
+                out.refused += 1;
+                pos += 1;
+                continue;
+            }
             let need_new = match g.segments.last() {
                 None => true,
                 Some(s) => s.len + buf.len() as u64 >= self.cfg.segment_size && s.entries > 0,
             };
             if need_new {
-                self.flush(&mut g, &mut buf)?;
-                self.new_segment(&mut g, pos)?;
+                self.flush(g, &mut buf)?;
+                self.new_segment(g, pos)?;
             }
             let seg = g.segments.last_mut().expect("a segment");
             let off = seg.len + buf.len() as u64;
@@ -380,27 +558,94 @@ impl Stream {
             buf.extend_from_slice(&pos.to_le_bytes());
             buf.extend_from_slice(rec);
             if self.cfg.fsync == FsyncPolicy::Always || buf.len() >= 1 << 20 {
-                self.flush(&mut g, &mut buf)?;
+                self.flush(g, &mut buf)?;
             }
             pos += 1;
             out.written += 1;
         }
-        self.flush(&mut g, &mut buf)?;
+        self.flush(g, &mut buf)?;
         g.next = pos;
         out.next = pos;
-        self.retain(&mut g)?;
+        if out.gap > 0 || out.refused > 0 {
+            g.meta.lost_refused = g.meta.lost_refused.saturating_add(out.refused);
+            let m = g.meta.clone();
+            self.save_meta(&m)?;
+        }
+        self.retain(g)?;
         Ok(out)
     }
 
     /// The `batch` policy's sync of what was appended (`fdatasync` of the
-    /// active segment; earlier segments were synced when they were closed).
+    /// active segment, earlier segments having been synced when they were
+    /// closed, and of the directory when a segment was created); afterwards
+    /// [`Stream::durable_next`] covers it. After a failure the stream is
+    /// rolled back to its last synced state.
     pub fn sync_batch(&self) -> anyhow::Result<()> {
-        if self.cfg.fsync == FsyncPolicy::Batch {
-            if let Some(f) = &self.lock().active {
-                f.sync_data()?;
+        let mut g = self.lock();
+        if g.durable.next == g.next && !g.dir_dirty {
+            return Ok(());
+        }
+        let r = (|| -> anyhow::Result<()> {
+            if self.cfg.fsync != FsyncPolicy::Never {
+                if let Some(f) = &g.active {
+                    f.sync_data()
+                        .with_context(|| format!("syncing {}", self.dir.display()))?;
+                }
+                if g.dir_dirty {
+                    sync_dir(&self.dir)
+                        .with_context(|| format!("syncing directory {}", self.dir.display()))?;
+                }
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                g.dir_dirty = false;
+                g.durable = Durable::of(&g);
+            }
+            Err(_) => self.roll_back(&mut g),
+        }
+        r
+    }
+
+    /// Returns the stream to its last synced state after a failed write or
+    /// sync: segments created since are removed, the last synced one is
+    /// truncated to its synced length (nothing torn stays behind), and the
+    /// positions (and loss counters) written since are given back, so the
+    /// consumer's resend writes them again.
+    fn roll_back(&self, g: &mut Inner) {
+        let d = g.durable;
+        tracing::warn!(stream = %self.dir.display(), from = g.next, to = d.next, "write or sync failed: rolling back to the last synced state");
+        g.active = None;
+        let keep_base = d.seg.map(|s| s.0);
+        g.segments.retain(|s| {
+            let created_since = Some(s.base) != keep_base && s.base >= d.next;
+            if created_since {
+                if let Err(e) = fs::remove_file(&s.path) {
+                    tracing::error!(path = %s.path.display(), "cannot remove an unsynced segment: {e}");
+                }
+            }
+            !created_since
+        });
+        if let Some((base, len, entries, last, index)) = d.seg {
+            if let Some(s) = g.segments.iter_mut().find(|s| s.base == base) {
+                let cut = OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .and_then(|f| f.set_len(len));
+                if let Err(e) = cut {
+                    tracing::error!(path = %s.path.display(), "cannot truncate to the synced length: {e}");
+                }
+                s.len = len;
+                s.entries = entries;
+                s.last = last;
+                s.index.truncate(index);
             }
         }
-        Ok(())
+        g.next = d.next;
+        g.meta.lost_gap = d.lost_gap;
+        g.meta.lost_refused = d.lost_refused;
+        g.dir_dirty = true;
     }
 
     fn flush(&self, g: &mut Inner, buf: &mut Vec<u8>) -> anyhow::Result<()> {
@@ -434,10 +679,12 @@ impl Stream {
         let path = self.dir.join(seg_name(base));
         let f = SegmentFile::open(&path, true, 0)
             .with_context(|| format!("creating {}", path.display()))?;
+        g.active = Some(f);
+        g.dir_dirty = true;
         if self.cfg.fsync == FsyncPolicy::Always {
             sync_dir(&self.dir)?;
+            g.dir_dirty = false;
         }
-        g.active = Some(f);
         g.segments.push(Segment {
             base,
             path,
@@ -459,6 +706,9 @@ impl Stream {
         {
             let s = g.segments.remove(0);
             fs::remove_file(&s.path).with_context(|| format!("removing {}", s.path.display()))?;
+            if let Some(l) = s.last {
+                g.meta.retained_to = g.meta.retained_to.max(l + 1);
+            }
             tracing::debug!(stream = %self.dir.display(), segment = s.base, "retention removed a segment");
         }
         Ok(())
@@ -597,7 +847,8 @@ impl Store {
     /// Opens (creating it if needed) the data directory and recovers every stream.
     pub fn open(cfg: StoreConfig) -> anyhow::Result<Store> {
         let root = cfg.data_dir.join("streams");
-        fs::create_dir_all(&root)
+        private_dir(&cfg.data_dir)
+            .and_then(|()| private_dir(&root))
             .with_context(|| format!("cannot create data directory {}", root.display()))?;
         // Probe that we can write there.
         let probe = root.join(".probe");

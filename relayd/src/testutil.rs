@@ -40,9 +40,22 @@ pub fn record(seq: u64, value: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The record for position `pos` used throughout the tests: its value names the position.
+/// The record for position `pos` used throughout the tests: its value names
+/// the position and its sequence number is the position's low 32 bits, as a
+/// ring writes it (the relay checks that at ingest).
 pub fn record_at(pos: u64) -> Vec<u8> {
-    record(pos + 1, format!("pos-{pos}").as_bytes())
+    let mut r = record(pos + 1, format!("pos-{pos}").as_bytes());
+    r[layout::rec::SEQ..layout::rec::SEQ + 4].copy_from_slice(&(pos as u32).to_le_bytes());
+    r
+}
+
+/// A record with a well-formed commit word (so frames carrying it decode)
+/// whose body no reader can decode: its string lengths overrun it.
+pub fn poison_at(pos: u64) -> Vec<u8> {
+    let mut r = record_at(pos);
+    r[layout::rec::LEN_SERVICE] = 255;
+    r[layout::rec::LEN_NAME] = 255;
+    r
 }
 
 /// Records for positions `from..to`, back to back.

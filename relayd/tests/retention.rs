@@ -58,3 +58,46 @@ async fn old_segments_are_deleted_and_readers_see_first_advance() {
     assert_eq!(got.positions(&a), range(15, 18));
     got.check_contents(&a);
 }
+
+/// Retention racing a reader: records deleted before a reader got them reach
+/// it as a counted `retention` loss, so received + lost covers every position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_before_a_reader_got_them_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(dir.path(), |c| {
+        c.store.segment_size = 1; // one record per segment
+        c.store.retain_bytes = 1; // keep only the newest segment
+    })
+    .await;
+    let a = key("n1", 0);
+    let mut cons = Client::hello(relay.addr, Role::Consumer).await;
+    assert_eq!(cons.open(1, &a).await, 0);
+    // A reader that subscribed early but reads nothing yet (slow), and one
+    // that resumes at position 0 later.
+    let mut slow = Client::hello(relay.addr, Role::Reader).await;
+    slow.subscribe_all(Start::At(0)).await;
+    assert_eq!(cons.push(1, 0, 40).await, 40);
+    let mut late = Client::hello(relay.addr, Role::Reader).await;
+    late.send(&Frame::Subscribe {
+        key: Some(a.clone()),
+        start: Start::At(0),
+    })
+    .await;
+    for rd in [&mut slow, &mut late] {
+        let mut got = Received::default();
+        let total = |g: &Received| {
+            let lost = g.counters.last().map_or(0, |c| c.1.relay_retention);
+            g.positions(&a).len() as u64 + lost
+        };
+        read_until(rd, &mut got, |g| total(g) >= 40).await;
+        let lost = got.counters.last().unwrap().1;
+        assert!(lost.relay_retention > 0, "retention removed records first");
+        assert_eq!(
+            lost.lost(),
+            lost.relay_retention,
+            "counted as retention only"
+        );
+        assert_eq!(total(&got), 40, "received + counted = every position");
+        got.check_contents(&a);
+    }
+}

@@ -349,6 +349,12 @@ impl FrameBuffer {
         }
     }
 
+    /// Changes the largest frame accepted from now on (a relay accepts
+    /// only small frames before a peer said who it is).
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
+    }
+
     /// Appends bytes read from the peer.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use blkkin::wire::Frame;
+use blkkin::wire::{self, Frame};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::frame_name;
 use super::io::{blocking, send, Close, FrameReader};
 use super::peers::PeerGuard;
-use crate::store::{Store, Stream};
+use crate::store::{Refused, Store, Stream};
 
 /// Most `Records` frames appended and synced as one group.
 const MAX_GROUP: usize = 64;
@@ -55,7 +55,7 @@ pub(super) async fn serve(
                 let k = key.clone();
                 let s = blocking(move || st.open_stream(&k, calibration)).await?;
                 tracing::info!(handle, ?key, next = s.next(), "stream opened");
-                let next = s.next();
+                let next = s.durable_next();
                 handles.insert(handle, s);
                 send(w, &[Frame::Ack { handle, next }]).await?;
             }
@@ -85,34 +85,61 @@ pub(super) async fn serve(
                 let (group, appended) = blocking(move || {
                     let mut appended = Vec::with_capacity(group.len());
                     for (s, _, first, records) in &group {
-                        appended.push(s.append_deferred(*first, records)?);
+                        match s.append_deferred(*first, records) {
+                            Ok(a) => appended.push(a),
+                            Err(e) => {
+                                if e.downcast_ref::<Refused>().is_some() {
+                                    // Not stored; counted where readers see it.
+                                    let n = wire::count_records(records).unwrap_or(0) as u64;
+                                    s.refuse(n)?;
+                                }
+                                // What was appended before is acknowledged by
+                                // no one: the consumer sends it again.
+                                return Err(e);
+                            }
+                        }
                     }
+                    // Sync every stream with something not yet durable (also
+                    // one a failed sync of an earlier group left behind).
                     let mut synced: Vec<&Arc<Stream>> = Vec::new();
-                    for ((s, ..), a) in group.iter().zip(&appended) {
-                        if a.written > 0 && !synced.iter().any(|x| Arc::ptr_eq(x, s)) {
+                    for (s, ..) in &group {
+                        if !synced.iter().any(|x| Arc::ptr_eq(x, s)) {
                             s.sync_batch()?;
                             synced.push(s);
                         }
                     }
                     Ok((group, appended))
                 })
-                .await?;
+                .await
+                .map_err(|c| match c {
+                    Close::Store(e) if e.downcast_ref::<Refused>().is_some() => {
+                        store.notify(); // readers are sent the refused count
+                        Close::Protocol(format!("{e:#}"))
+                    }
+                    other => other,
+                })?;
                 let mut acks: Vec<Frame> = Vec::new();
                 for ((s, handle, ..), a) in group.iter().zip(&appended) {
                     if a.gap > 0 {
                         tracing::warn!(key = ?s.key(), lost = a.gap, at = a.next - a.written, "gap in positions: records lost upstream");
                     }
+                    if a.refused > 0 {
+                        tracing::warn!(key = ?s.key(), refused = a.refused, "records refused at ingest (no reader could decode them)");
+                    }
                     if a.duplicates > 0 {
                         tracing::debug!(key = ?s.key(), duplicates = a.duplicates, "skipped records already held");
                     }
-                    // One Ack per stream: its newest position.
+                    // One Ack per stream: what is durable, never more.
                     acks.retain(|f| !matches!(f, Frame::Ack { handle: h, .. } if h == handle));
                     acks.push(Frame::Ack {
                         handle: *handle,
-                        next: a.next,
+                        next: s.durable_next(),
                     });
                 }
-                if appended.iter().any(|a| a.written > 0) {
+                if appended
+                    .iter()
+                    .any(|a| a.written > 0 || a.gap > 0 || a.refused > 0)
+                {
                     store.notify();
                 }
                 send(w, &acks).await?;

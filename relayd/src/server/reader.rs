@@ -25,6 +25,18 @@ struct Sub {
     counters: StreamCounters,
     /// Clock calibration last sent.
     calibration: Calibration,
+    /// Positions retention removed before this reader read them.
+    retention: u64,
+}
+
+impl Sub {
+    /// The stream's loss counters as this reader sees them.
+    fn counters(&self, meta: &crate::store::Meta) -> StreamCounters {
+        StreamCounters {
+            relay_retention: self.retention,
+            ..meta.counters()
+        }
+    }
 }
 
 /// A `Subscribe` that also covers streams created later.
@@ -87,7 +99,7 @@ pub(super) async fn serve(
                     calibration: meta.calibration,
                 });
             }
-            let counters = meta.counters();
+            let counters = sub.counters(&meta);
             if counters != sub.counters {
                 sub.counters = counters;
                 changed.push(Frame::StreamCounters {
@@ -180,6 +192,7 @@ async fn announce(
         counters,
         calibration: meta.calibration,
         cursor,
+        retention: 0,
     });
     Ok(())
 }
@@ -189,15 +202,28 @@ async fn push(w: &mut OwnedWriteHalf, sub: &mut Sub) -> Result<bool, Close> {
     let s = sub.stream.clone();
     let from = sub.cursor;
     let entries = blocking(move || s.read(from, READ_BATCH)).await?;
+    // Records retention removed before this reader got them are its loss:
+    // the positions between the cursor and the oldest record still held
+    // (counted by position, so a gap inside them counts here too).
+    let first = sub.stream.first();
+    let upto = entries
+        .first()
+        .map_or(first, |e| e.0.min(first))
+        .min(sub.stream.retained_to());
+    let lost_to_retention = upto > from;
+    if lost_to_retention {
+        sub.retention = sub.retention.saturating_add(upto - from);
+        tracing::debug!(key = ?sub.stream.key(), from, upto, "retention removed records before this reader read them");
+    }
     let Some(last) = entries.last().map(|e| e.0) else {
-        // Nothing at or after the cursor (retention removed it): skip ahead.
-        let first = sub.stream.first();
+        // Nothing at or after the cursor: skip ahead.
         sub.cursor = if first > sub.cursor {
             first
         } else {
             sub.stream.next()
         };
-        return Ok(false);
+        // New counters to send count as progress.
+        return Ok(lost_to_retention);
     };
     let mut frames = Vec::new();
     let mut first = entries[0].0;

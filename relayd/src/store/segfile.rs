@@ -55,7 +55,11 @@ impl SegmentFile {
     /// first `len` bytes, which must be whole entries (recovery cut the rest).
     pub(super) fn open(path: &Path, create: bool, len: u64) -> io::Result<SegmentFile> {
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(create).truncate(create);
+        opts.read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .mode(super::FILE_MODE);
         let direct = opts.clone().custom_flags(libc::O_DIRECT).open(path);
         match direct {
             Ok(file) => {

@@ -287,3 +287,84 @@ fn age_retention_deletes_whole_old_segments_and_keeps_positions() {
     assert_eq!((a.written, a.gap, a.duplicates, a.next), (5, 0, 0, 50));
     assert_eq!(read_all(&s, 0), expect(45, 50));
 }
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn files_are_private_and_old_ones_are_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(cfg(&data)).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 3)).unwrap();
+    let sdir = data.join("streams").join(dir_name(&key(0)));
+    for d in [&data, &data.join("streams"), &sdir] {
+        assert_eq!(mode(d), DIR_MODE, "{}", d.display());
+    }
+    for f in [sdir.join("meta.json"), sdir.join(seg_name(0))] {
+        assert_eq!(mode(&f), FILE_MODE, "{}", f.display());
+    }
+    drop((s, store));
+    // Data of an older relay, world-readable: tightened when opened.
+    fs::set_permissions(&sdir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(sdir.join(seg_name(0)), fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = Store::open(cfg(&data)).unwrap();
+    assert_eq!(mode(&sdir), DIR_MODE);
+    assert_eq!(mode(&sdir.join(seg_name(0))), FILE_MODE);
+}
+
+#[test]
+fn ingest_refuses_what_no_reader_could_decode_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    let mut batch = records(0, 3);
+    batch.extend(crate::testutil::poison_at(3));
+    batch.extend(record_at(77)); // at position 4: the wrong sequence number
+    batch.extend(records(5, 8));
+    let a = s.append(0, &batch).unwrap();
+    assert_eq!((a.written, a.refused, a.next), (6, 2, 8));
+    assert_eq!(s.meta().lost_refused, 2);
+    let got: Vec<u64> = read_all(&s, 0).iter().map(|e| e.0).collect();
+    assert_eq!(got, vec![0, 1, 2, 5, 6, 7]);
+    assert!(screen(&record_at(9), 9).is_ok());
+    assert!(screen(&record_at(9), 9 + (1 << 32)).is_ok(), "low 32 bits");
+    assert!(
+        screen(&[1, 2, 3], 0).is_err(),
+        "too short for a commit word"
+    );
+}
+
+#[test]
+fn a_jump_past_32_bits_of_positions_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 2)).unwrap();
+    let far = 2 + MAX_JUMP;
+    let e = s.append(far, &record_at(far)).unwrap_err();
+    assert!(
+        matches!(e.downcast_ref::<Refused>(), Some(Refused::Jump { .. })),
+        "{e:#}"
+    );
+    assert_eq!(s.next(), 2);
+    // A gap below the limit is a loss the consumer reported: counted, stored after.
+    let a = s.append(1000, &records(1000, 1001)).unwrap();
+    assert_eq!((a.gap, a.next), (998, 1001));
+    // No position arithmetic overflows.
+    let e = s.append(u64::MAX - 1, &records(0, 3)).unwrap_err();
+    assert!(e.downcast_ref::<Refused>().is_some());
+}
+
+#[test]
+fn only_synced_positions_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append_deferred(0, &records(0, 5)).unwrap();
+    assert_eq!((s.next(), s.durable_next()), (5, 0), "not synced yet");
+    s.sync_batch().unwrap();
+    assert_eq!(s.durable_next(), 5);
+}
