@@ -123,6 +123,9 @@ fn write_peers(out: &mut impl Write, what: &str, peers: &[PeerStatus]) -> std::i
             p.addr,
             duration(p.connected_ms)
         )?;
+        if what == "readers" {
+            write!(out, "  lag {} records", p.lag)?;
+        }
         if let Some(c) = &p.consumer {
             write!(
                 out,

@@ -157,14 +157,22 @@ impl RelayReader {
         }
     }
 
-    /// The streams the relay holds.
+    /// The streams the relay holds (the relay answers in pages, the last
+    /// one empty).
     pub fn list(&mut self) -> Result<Vec<StreamSummary>, ReaderError> {
         self.send(&Frame::List)?;
-        match self.next_frame()? {
-            Frame::Streams(list) => Ok(list),
-            other => Err(ReaderError::Protocol(format!(
-                "unexpected answer to List: {other:?}"
-            ))),
+        let mut all = Vec::new();
+        loop {
+            match self.next_frame()? {
+                Frame::Streams(page) if page.is_empty() => return Ok(all),
+                Frame::Streams(page) => all.extend(page),
+                Frame::Error { message, .. } => return Err(ReaderError::Protocol(message)),
+                other => {
+                    return Err(ReaderError::Protocol(format!(
+                        "unexpected answer to List: {other:?}"
+                    )))
+                }
+            }
         }
     }
 
@@ -173,12 +181,32 @@ impl RelayReader {
     /// before subscribing (records of a subscription would come first).
     pub fn status(&mut self) -> Result<StatusReport, ReaderError> {
         self.send(&Frame::Status)?;
-        match self.next_frame()? {
-            Frame::StatusReport(r) => Ok(r),
-            Frame::Error { message, .. } => Err(ReaderError::Protocol(message)),
-            other => Err(ReaderError::Protocol(format!(
-                "unexpected answer to Status: {other:?}"
-            ))),
+        // Pages: the first with the peers, each with streams, until one
+        // without streams.
+        let mut report: Option<StatusReport> = None;
+        loop {
+            match self.next_frame()? {
+                Frame::StatusReport(page) => {
+                    let last = page.streams.is_empty();
+                    match report.as_mut() {
+                        None => report = Some(page),
+                        Some(r) => {
+                            r.consumers.extend(page.consumers);
+                            r.readers.extend(page.readers);
+                            r.streams.extend(page.streams);
+                        }
+                    }
+                    if last {
+                        return Ok(report.expect("set above"));
+                    }
+                }
+                Frame::Error { message, .. } => return Err(ReaderError::Protocol(message)),
+                other => {
+                    return Err(ReaderError::Protocol(format!(
+                        "unexpected answer to Status: {other:?}"
+                    )))
+                }
+            }
         }
     }
 

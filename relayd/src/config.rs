@@ -57,8 +57,13 @@ pub struct Config {
     pub max_frame: u32,
     /// A connection that sends nothing for this long is closed (subscribed readers excepted).
     pub idle_timeout: Duration,
-    /// A connection whose partial frame is older than this is closed (slow-loris).
+    /// A connection whose partial frame is older than this is closed
+    /// (slow-loris); also the time a new connection has to say Hello.
     pub frame_timeout: Duration,
+    /// Connections served at once; more are answered `Unavailable` and closed.
+    pub max_connections: usize,
+    /// Streams one consumer connection may have open.
+    pub max_streams_per_connection: usize,
 }
 
 impl Config {
@@ -71,6 +76,8 @@ impl Config {
             max_frame: blkkin::wire::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_streams_per_connection: 16384,
         }
     }
 }

@@ -70,9 +70,19 @@ struct Cli {
     idle_timeout: Option<Span>,
 
     /// Close a connection whose partial frame is older than this (slow
-    /// senders) [default: 10].
+    /// senders), or that has not said Hello within it [default: 10].
     #[arg(long, value_name = "DURATION")]
     frame_timeout: Option<Span>,
+
+    /// Connections served at once; more are answered "Unavailable" and
+    /// closed at once (consumers retry with backoff) [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Streams one consumer connection may have open (a consumer opens one
+    /// per ring: per traced process and CPU) [default: 16384].
+    #[arg(long, value_name = "N")]
+    max_streams_per_connection: Option<usize>,
 
     /// Name sent to peers in Welcome [default: blkkin-relayd].
     #[arg(long)]
@@ -84,7 +94,7 @@ struct Cli {
     log_format: Option<LogFormat>,
 }
 
-blkkin::file_options!(Cli: listen, data_dir, segment_size, retain_bytes, retain_age, fsync, max_frame, idle_timeout, frame_timeout, name, log_format);
+blkkin::file_options!(Cli: listen, data_dir, segment_size, retain_bytes, retain_age, fsync, max_frame, idle_timeout, frame_timeout, max_connections, max_streams_per_connection, name, log_format);
 
 impl Cli {
     /// The relay's settings, defaults filled in.
@@ -128,6 +138,14 @@ impl Cli {
         }
         if let Some(Span(d)) = self.frame_timeout {
             cfg.frame_timeout = d;
+        }
+        if let Some(n) = self.max_connections {
+            anyhow::ensure!(n > 0, "max-connections must be positive");
+            cfg.max_connections = n;
+        }
+        if let Some(n) = self.max_streams_per_connection {
+            anyhow::ensure!(n > 0, "max-streams-per-connection must be positive");
+            cfg.max_streams_per_connection = n;
         }
         Ok(cfg)
     }
@@ -207,6 +225,8 @@ mod tests {
             max-frame = "8M"
             idle-timeout = 30
             frame-timeout = "2.5s"
+            max-connections = 99
+            max-streams-per-connection = 77
             name = "r1"
             log-format = "json"
             "#,
@@ -220,6 +240,8 @@ mod tests {
         assert_eq!(cfg.store.retain_bytes, 1 << 20);
         assert_eq!(cfg.store.retain_age, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(cfg.store.fsync, FsyncPolicy::Always);
+        assert_eq!(cfg.max_connections, 99);
+        assert_eq!(cfg.max_streams_per_connection, 77);
         assert_eq!(cfg.max_frame, 8 << 20);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
         assert_eq!(cfg.frame_timeout, Duration::from_millis(2500));

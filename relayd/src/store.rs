@@ -37,10 +37,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use blkkin::ring::header::Calibration;
 use blkkin::ring::layout::CommitWord;
 use blkkin::ring::reader::{ReaderStats, WriterCounters};
@@ -49,7 +50,7 @@ use blkkin::wire::{StreamCounters, StreamKey, StreamSummary};
 use serde_json::json;
 
 use crate::config::{FsyncPolicy, StoreConfig};
-use recover::{load_meta, recover_segment};
+use recover::{key_from_dir_name, load_meta, recover_segment};
 use segfile::SegmentFile;
 
 mod recover;
@@ -200,6 +201,8 @@ struct Inner {
     durable: Durable,
     /// A segment was created since the directory was last synced.
     dir_dirty: bool,
+    /// Damage met by reads (segment, offset), counted once.
+    damage_seen: std::collections::HashSet<(PathBuf, u64)>,
 }
 
 /// The state of a stream that stable storage holds: where a failed write
@@ -235,6 +238,9 @@ pub struct Stream {
     dir: PathBuf,
     cfg: StoreConfig,
     inner: Mutex<Inner>,
+    /// Bumped on every change a reader may care about (records, metadata,
+    /// retention): readers skip streams whose version they have seen.
+    version: AtomicU64,
 }
 
 /// Result of [`Stream::append`].
@@ -279,6 +285,23 @@ fn private_dir(dir: &Path) -> io::Result<()> {
 impl Stream {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes so far (see [`Stream::touch`]): equal values mean nothing
+    /// changed in between.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// True when the stream never received a record (nothing stored, no
+    /// position consumed, nothing counted).
+    pub fn is_unused(&self) -> bool {
+        let g = self.lock();
+        g.next == 0 && g.segments.iter().all(|s| s.entries == 0) && g.meta.counters().lost() == 0
     }
 
     /// The stream's key.
@@ -349,7 +372,9 @@ impl Stream {
                 },
                 durable: Durable::default(),
                 dir_dirty: false,
+                damage_seen: Default::default(),
             }),
+            version: AtomicU64::new(0),
         };
         s.save_meta(&s.lock().meta)?;
         if s.cfg.fsync != FsyncPolicy::Never {
@@ -361,8 +386,26 @@ impl Stream {
     }
 
     fn open(dir: PathBuf, cfg: StoreConfig) -> anyhow::Result<Stream> {
-        let (key, meta) = load_meta(&dir.join("meta.json"))
-            .with_context(|| format!("reading {}/meta.json", dir.display()))?;
+        let (key, mut meta, mut save) = match load_meta(&dir.join("meta.json")) {
+            Ok((k, m)) => (k, m, false),
+            Err(e) => {
+                // Rebuilt from the directory name and the segments; the
+                // calibration and loss counters it held are gone.
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                let key = name.as_deref().and_then(key_from_dir_name).with_context(|| {
+                    format!("{}/meta.json is unreadable ({e:#}) and the directory name is not a stream key", dir.display())
+                })?;
+                tracing::error!(dir = %dir.display(), "meta.json unreadable ({e:#}): rebuilt from the directory name and the segments (calibration and loss counters reset)");
+                (
+                    key,
+                    Meta {
+                        calibration: Calibration::IDENTITY,
+                        ..Meta::default()
+                    },
+                    true,
+                )
+            }
+        };
         // Data written by an older relay may be world-readable: tighten it.
         private_dir(&dir).with_context(|| format!("setting the mode of {}", dir.display()))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
@@ -382,11 +425,27 @@ impl Stream {
             }
         }
         names.sort();
-        let mut segments = Vec::new();
+        let mut segments: Vec<Segment> = Vec::new();
         let mut last: Option<u64> = None;
-        for (base, path) in names {
-            let seg = recover_segment(base, &path, last)
+        let mut damaged_tail = false;
+        let count = names.len();
+        for (i, (base, path)) in names.into_iter().enumerate() {
+            let r = recover_segment(base, &path, last, i + 1 == count)
                 .with_context(|| format!("recovering {}", path.display()))?;
+            let seg = r.seg;
+            if damaged_tail {
+                // The previous segment ended in damage: its positions up to
+                // this segment's first are lost.
+                if let Some(first) = seg.index.first().map(|p| p.0) {
+                    let lost = first - last.map_or(0, |l| l + 1);
+                    meta.lost_corrupt = meta.lost_corrupt.saturating_add(lost);
+                }
+            }
+            if r.corrupt > 0 || r.damaged_tail {
+                meta.lost_corrupt = meta.lost_corrupt.saturating_add(r.corrupt);
+                save = true;
+            }
+            damaged_tail = r.damaged_tail;
             if seg.entries == 0 && !segments.is_empty() {
                 // An empty segment after others: left by a crash right after creation.
                 fs::remove_file(&path).ok();
@@ -403,15 +462,22 @@ impl Stream {
             meta,
             durable: Durable::default(),
             dir_dirty: false,
+            damage_seen: Default::default(),
         };
         // What recovery found is what the disk holds.
         inner.durable = Durable::of(&inner);
-        Ok(Stream {
+        let s = Stream {
             key,
             dir,
             cfg,
             inner: Mutex::new(inner),
-        })
+            version: AtomicU64::new(0),
+        };
+        if save {
+            let m = s.lock().meta.clone();
+            s.save_meta(&m)?;
+        }
+        Ok(s)
     }
 
     fn save_meta(&self, m: &Meta) -> anyhow::Result<()> {
@@ -454,6 +520,7 @@ impl Stream {
         let mut g = self.lock();
         f(&mut g.meta);
         let m = g.meta.clone();
+        self.touch();
         self.save_meta(&m)
     }
 
@@ -498,6 +565,7 @@ impl Stream {
             .into());
         }
         let r = self.append_locked(&mut g, first, &recs);
+        self.touch();
         if r.is_err() {
             self.roll_back(&mut g);
         } else if self.cfg.fsync == FsyncPolicy::Never
@@ -603,7 +671,10 @@ impl Stream {
                 g.dir_dirty = false;
                 g.durable = Durable::of(&g);
             }
-            Err(_) => self.roll_back(&mut g),
+            Err(_) => {
+                self.roll_back(&mut g);
+                self.touch();
+            }
         }
         r
     }
@@ -738,6 +809,7 @@ impl Stream {
             removed += 1;
         }
         if removed > 0 {
+            self.touch();
             let m = g.meta.clone();
             self.save_meta(&m)?;
             tracing::debug!(stream = %self.dir.display(), removed, first = first_of(&g), "age retention removed segments");
@@ -798,6 +870,8 @@ impl Stream {
             };
             f.seek(SeekFrom::Start(off))?;
             let mut r = io::BufReader::with_capacity(256 << 10, f.take(len - off));
+            let mut at = off;
+            let mut last: Option<u64> = None;
             loop {
                 let mut h = [0u8; ENTRY_HEADER];
                 match r.read_exact(&mut h) {
@@ -806,13 +880,34 @@ impl Stream {
                     Err(e) => return Err(e.into()),
                 }
                 let n = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
+                let crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
                 let pos = u64::from_le_bytes(h[8..16].try_into().expect("8"));
-                if n > MAX_RECORD {
-                    bail!("{}: corrupt entry (length {n})", path.display());
+                let mut rec = Vec::new();
+                let ok = n > 0
+                    && n <= MAX_RECORD
+                    && at + (ENTRY_HEADER + n) as u64 <= len
+                    && last.is_none_or(|l| pos > l)
+                    && {
+                        rec.resize(n, 0);
+                        r.read_exact(&mut rec).is_ok() && entry_crc(pos, &rec) == crc
+                    };
+                if !ok {
+                    // Damaged after recovery checked it (the disk changed
+                    // under us): skip to the next valid entry, count once.
+                    let rest = self.damaged(&path, at, len, last)?;
+                    for (pos, rec) in rest {
+                        if pos >= from {
+                            bytes += rec.len();
+                            out.push((pos, rec));
+                        }
+                    }
+                    if bytes >= max_bytes {
+                        return Ok(out);
+                    }
+                    break;
                 }
-                let mut rec = vec![0u8; n];
-                r.read_exact(&mut rec)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                at += (ENTRY_HEADER + n) as u64;
+                last = Some(pos);
                 if pos < from {
                     continue;
                 }
@@ -822,6 +917,56 @@ impl Stream {
                     return Ok(out);
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// The valid entries of `path` from byte `at` (where a read met damage)
+    /// to `len`, skipping the damage; the positions it cost are counted as
+    /// `corrupt` loss the first time it is met.
+    fn damaged(
+        &self,
+        path: &Path,
+        at: u64,
+        len: u64,
+        last: Option<u64>,
+    ) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut data = vec![0u8; (len - at) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut data, at)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut out = Vec::new();
+        let mut off = 0;
+        let mut prev = last;
+        let mut lost = 0;
+        while off < data.len() {
+            match recover::entry_at(&data, off, prev) {
+                Some((pos, n)) => {
+                    out.push((pos, data[off + ENTRY_HEADER..off + n].to_vec()));
+                    prev = Some(pos);
+                    off += n;
+                }
+                None => {
+                    let next = recover::resync(&data, off, prev);
+                    let next_pos = next.and_then(|o| recover::entry_at(&data, o, prev));
+                    lost += match (next_pos, prev) {
+                        (Some((p, _)), Some(l)) => p - l - 1,
+                        _ => 0,
+                    };
+                    match next {
+                        Some(o) => off = o,
+                        None => break,
+                    }
+                }
+            }
+        }
+        let mut g = self.lock();
+        if g.damage_seen.insert((path.to_path_buf(), at)) {
+            tracing::error!(segment = %path.display(), offset = at, positions = lost, "damaged entries met while reading: skipped and counted as corrupt");
+            g.meta.lost_corrupt = g.meta.lost_corrupt.saturating_add(lost);
+            let m = g.meta.clone();
+            self.touch();
+            self.save_meta(&m)?;
         }
         Ok(out)
     }
@@ -841,6 +986,8 @@ pub struct Store {
     cfg: StoreConfig,
     streams: Mutex<BTreeMap<StreamKey, Arc<Stream>>>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Bumped when a stream is created or removed.
+    generation: AtomicU64,
 }
 
 impl Store {
@@ -867,7 +1014,19 @@ impl Store {
                     streams.insert(s.key.clone(), Arc::new(s));
                 }
                 Err(err) => {
-                    tracing::error!(dir = %e.path().display(), "skipping unreadable stream: {err:#}");
+                    // Never silently skipped: moved aside, for inspection,
+                    // where it cannot be mistaken for a live stream.
+                    let q = cfg.data_dir.join("quarantine");
+                    let to = q.join(e.file_name());
+                    let moved = private_dir(&q).and_then(|()| fs::rename(e.path(), &to));
+                    match moved {
+                        Ok(()) => {
+                            tracing::error!(dir = %e.path().display(), quarantined = %to.display(), "unreadable stream quarantined: {err:#}")
+                        }
+                        Err(m) => {
+                            tracing::error!(dir = %e.path().display(), "unreadable stream ({err:#}), and it cannot be quarantined: {m}")
+                        }
+                    }
                 }
             }
         }
@@ -876,6 +1035,7 @@ impl Store {
             cfg,
             streams: Mutex::new(streams),
             changed: tokio::sync::watch::channel(0).0,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -903,8 +1063,47 @@ impl Store {
         )?);
         m.insert(key.clone(), s.clone());
         drop(m);
+        self.generation.fetch_add(1, Ordering::Release);
         self.notify();
         Ok(s)
+    }
+
+    /// Streams created or removed so far: equal values mean the same set.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Number of streams held.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// True when no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Removes the stream of `key` (and its directory) if it never received
+    /// a record and nobody else holds it: a consumer that opens streams and
+    /// sends nothing leaves nothing behind. Returns whether it was removed.
+    pub fn remove_if_unused(&self, key: &StreamKey) -> anyhow::Result<bool> {
+        let mut m = self.map();
+        let Some(s) = m.get(key) else {
+            return Ok(false);
+        };
+        // The map's reference is the only one: no connection or reader has it.
+        if Arc::strong_count(s) > 1 || !s.is_unused() {
+            return Ok(false);
+        }
+        let s = m.remove(key).expect("checked");
+        drop(m);
+        self.generation.fetch_add(1, Ordering::Release);
+        fs::remove_dir_all(&s.dir).with_context(|| format!("removing {}", s.dir.display()))?;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            sync_dir(&self.root)?;
+        }
+        self.notify();
+        Ok(true)
     }
 
     /// The stream of `key`, if held.

@@ -8,66 +8,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use blkkin::wire::{ErrorCode, Frame, Role, Start};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_blkkin-relayd");
-
-/// Kills the relay when dropped.
-struct Daemon(Child, SocketAddr);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the relay binary on `data`, with `env` set; waits for it to listen.
-fn start(data: &Path, env: &[(&str, &Path)], extra: &[&str]) -> Daemon {
-    let port_file = data.with_extension("addr");
-    let _ = std::fs::remove_file(&port_file);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .env("BLKKIN_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("relay: {l}");
-            let _ = tx.send(l);
-        }
-    });
-    let addr = loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the relay logs its address");
-        if let Some(i) = l.find("addr=") {
-            break l[i + 5..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
-    Daemon(child, addr)
-}
 
 /// Compiles the fault-injection shim: `fsync`/`fdatasync` fail with EIO while
 /// the file named by `$BLKKIN_FAULT_FILE` exists.
@@ -129,7 +74,7 @@ async fn a_failed_fsync_is_never_followed_by_an_ack_of_unsynced_data() {
     let so = shim(tmp.path());
     let fault = tmp.path().join("fail-now");
     let data = tmp.path().join("data");
-    let relay = start(
+    let relay = start_binary(
         &data,
         &[("LD_PRELOAD", &so), ("BLKKIN_FAULT_FILE", &fault)],
         &["--fsync", "batch"],
@@ -183,7 +128,7 @@ async fn a_failed_fsync_is_never_followed_by_an_ack_of_unsynced_data() {
     assert_eq!(c.push(1, 20, 25).await, 25);
     drop(relay); // SIGKILL: what was acknowledged must be on disk
 
-    let relay = start(&data, &[], &[]);
+    let relay = start_binary(&data, &[], &[]);
     assert_eq!(
         read_back(relay.1, &k, 25).await,
         range(0, 25),
@@ -225,7 +170,7 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     }
     let _unmount = Unmount(mnt.clone());
     let data = mnt.join("data");
-    let relay = start(&data, &[], &["--segment-size", "256K"]);
+    let relay = start_binary(&data, &[], &["--segment-size", "256K"]);
     let k = key("node", 0);
     let mut c = Client::hello(relay.1, Role::Consumer).await;
     assert_eq!(c.open(1, &k).await, 0);
@@ -278,6 +223,6 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     drop(relay); // SIGKILL
 
     // And after a crash, recovery finds every acknowledged record.
-    let relay = start(&data, &[], &["--segment-size", "256K"]);
+    let relay = start_binary(&data, &[], &["--segment-size", "256K"]);
     assert_eq!(read_back(relay.1, &k, end).await, range(0, end));
 }

@@ -45,24 +45,19 @@ async fn reader_gets_every_record_exactly_once_in_order() {
     }
 
     // List reports the same.
-    rd.send(&Frame::List).await;
-    match rd.recv().await {
-        Some(Frame::Streams(list)) => {
-            let find = |k| {
-                list.iter()
-                    .find(|s: &&StreamSummary| &s.key == k)
-                    .unwrap()
-                    .clone()
-            };
-            assert_eq!(
-                (find(&a).first, find(&a).next, find(&a).closed),
-                (0, 150, false)
-            );
-            assert_eq!(find(&b).next, 70);
-            assert_eq!(find(&late).next, 5);
-        }
-        other => panic!("expected Streams, got {other:?}"),
-    }
+    let list = rd.list().await;
+    let find = |k| {
+        list.iter()
+            .find(|s: &&StreamSummary| &s.key == k)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (find(&a).first, find(&a).next, find(&a).closed),
+        (0, 150, false)
+    );
+    assert_eq!(find(&b).next, 70);
+    assert_eq!(find(&late).next, 5);
     relay.stop().await;
 }
 
@@ -226,16 +221,15 @@ async fn relay_restart_keeps_everything() {
     let mut rd = Client::hello(relay.addr, Role::Reader).await;
     let closed = || async {
         let mut rd = Client::hello(relay.addr, Role::Reader).await;
-        rd.send(&Frame::List).await;
-        matches!(rd.recv().await, Some(Frame::Streams(l)) if l.len() == 1 && l[0].closed)
+        let l = rd.list().await;
+        l.len() == 1 && l[0].closed
     };
     let t0 = Instant::now();
     while !closed().await {
         assert!(t0.elapsed() < STEP, "CloseStream applied");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    rd.send(&Frame::List).await;
-    assert!(matches!(rd.recv().await, Some(Frame::Streams(_))));
+    rd.list().await;
     relay.stop().await;
     // Connections were closed by the shutdown.
     assert!(matches!(
@@ -248,19 +242,15 @@ async fn relay_restart_keeps_everything() {
 
     let relay = Relay::start_with(dir.path(), |c| c.store.segment_size = 4096).await;
     let mut rd = Client::hello(relay.addr, Role::Reader).await;
-    rd.send(&Frame::List).await;
-    match rd.recv().await {
-        Some(Frame::Streams(l)) => assert_eq!(
-            l,
-            vec![StreamSummary {
-                key: k.clone(),
-                first: 0,
-                next: 200,
-                closed: true
-            }]
-        ),
-        other => panic!("expected Streams, got {other:?}"),
-    }
+    assert_eq!(
+        rd.list().await,
+        vec![StreamSummary {
+            key: k.clone(),
+            first: 0,
+            next: 200,
+            closed: true
+        }]
+    );
     rd.subscribe_all(Start::Oldest).await;
     let mut got = Received::default();
     read_until(&mut rd, &mut got, |g| g.positions(&k).len() >= 200).await;
@@ -496,8 +486,7 @@ async fn a_stalled_reader_does_not_slow_consumers() {
         start: Start::Oldest,
     })
     .await;
-    rd.send(&Frame::List).await;
-    assert!(matches!(rd.recv().await, Some(Frame::Streams(l)) if l.len() == 1));
+    assert_eq!(rd.list().await.len(), 1);
     cons.open(2, &other).await;
     cons.push(2, 0, 3).await;
     let mut got = Received::default();

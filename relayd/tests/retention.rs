@@ -8,11 +8,7 @@ use blkkin::wire::{Frame, Role, Start, StreamSummary};
 use common::*;
 
 async fn list(rd: &mut Client) -> StreamSummary {
-    rd.send(&Frame::List).await;
-    match rd.recv().await {
-        Some(Frame::Streams(mut list)) => list.pop().expect("one stream"),
-        other => panic!("expected Streams, got {other:?}"),
-    }
+    rd.list().await.pop().expect("one stream")
 }
 
 /// Lists until `done` holds (failing after 10 s).

@@ -86,11 +86,7 @@ async fn status_reports_streams_peers_and_consumer_counters() {
     assert_eq!(cons.push(1, 7, 8).await, 8);
 
     let mut rd = Client::hello(relay.addr, Role::Reader).await;
-    rd.send(&Frame::Status).await;
-    let report = match rd.recv().await {
-        Some(Frame::StatusReport(r)) => r,
-        other => panic!("expected StatusReport, got {other:?}"),
-    };
+    let report = rd.status().await;
     assert_eq!(report.relay, "blkkin-relayd");
     assert_eq!(report.consumers.len(), 1);
     assert_eq!(report.consumers[0].name, "test");
@@ -109,11 +105,7 @@ async fn status_reports_streams_peers_and_consumer_counters() {
     drop(cons);
     let mut consumers = 1;
     for _ in 0..50 {
-        rd.send(&Frame::Status).await;
-        match rd.recv().await {
-            Some(Frame::StatusReport(r)) => consumers = r.consumers.len(),
-            other => panic!("expected StatusReport, got {other:?}"),
-        }
+        consumers = rd.status().await.consumers.len();
         if consumers == 0 {
             break;
         }

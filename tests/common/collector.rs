@@ -99,7 +99,9 @@ impl Collector {
         let dir = node.tmp.path();
         Collector::start(
             &[&node.relay],
-            &["--jsonl", out.to_str().unwrap(), "--linger-ms", "100"],
+            // A generous linger: the reference must pair the two sides of
+            // every shared span (their streams are read independently).
+            &["--jsonl", out.to_str().unwrap(), "--linger-ms", "1500"],
             &dir.join("reference.log"),
         )
     }

@@ -83,6 +83,9 @@ pub struct PeerStatus {
     pub connected_ms: u64,
     /// A consumer's last [`ConsumerStats`] (None for readers, or before the first).
     pub consumer: Option<ConsumerStats>,
+    /// A reader's lag: records the relay holds that it has not been sent
+    /// yet, summed over its streams (0 for consumers).
+    pub lag: u64,
 }
 
 /// One stream as the relay holds it.
@@ -125,12 +128,13 @@ fn encode_peers(e: &mut Enc, peers: &[PeerStatus]) {
                 c.encode(e);
             }
         }
+        e.u64(p.lag);
     }
 }
 
 fn decode_peers(d: &mut Dec) -> Result<Vec<PeerStatus>, WireError> {
-    // name, addr, connected, flag: at least 13 bytes each.
-    let n = d.count(13, "peer count")?;
+    // name, addr, connected, flag, lag: at least 21 bytes each.
+    let n = d.count(21, "peer count")?;
     (0..n)
         .map(|_| {
             Ok(PeerStatus {
@@ -142,6 +146,7 @@ fn decode_peers(d: &mut Dec) -> Result<Vec<PeerStatus>, WireError> {
                     1 => Some(ConsumerStats::decode(d)?),
                     _ => return Err(WireError::Invalid("consumer stats flag")),
                 },
+                lag: d.u64("reader lag")?,
             })
         })
         .collect()

@@ -133,12 +133,14 @@ fn all_frames() -> Vec<Frame> {
                 addr: "127.0.0.1:5555".into(),
                 connected_ms: 99,
                 consumer: Some(consumer_stats()),
+                lag: 0,
             }],
             readers: vec![PeerStatus {
                 name: "tail".into(),
                 addr: "127.0.0.1:5556".into(),
                 connected_ms: 7,
                 consumer: None,
+                lag: 12345,
             }],
             streams: vec![StreamStatus {
                 summary: StreamSummary {

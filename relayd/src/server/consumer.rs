@@ -4,27 +4,66 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use blkkin::wire::{self, Frame};
+use blkkin::wire::{self, Frame, StreamKey};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
-use super::frame_name;
 use super::io::{blocking, send, Close, FrameReader};
 use super::peers::PeerGuard;
+use super::{frame_name, Shared};
 use crate::store::{Refused, Store, Stream};
 
 /// Most `Records` frames appended and synced as one group.
 const MAX_GROUP: usize = 64;
 
-/// Serves a consumer until it disconnects (`Ok`) or the connection fails.
+/// Serves a consumer until it disconnects (`Ok`) or the connection fails;
+/// then removes the streams it opened and never sent a record to.
 pub(super) async fn serve(
     rx: &mut FrameReader,
     w: &mut OwnedWriteHalf,
-    store: &Arc<Store>,
+    shared: &Shared,
     me: &PeerGuard,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), Close> {
     let mut handles: HashMap<u32, Arc<Stream>> = HashMap::new();
+    let r = session(rx, w, shared, me, stop, &mut handles).await;
+    let keys: Vec<StreamKey> = handles.drain().map(|(_, s)| s.key().clone()).collect();
+    remove_unused(&shared.store, keys).await;
+    r
+}
+
+/// Removes the streams of `keys` that never got a record (see
+/// [`Store::remove_if_unused`]).
+async fn remove_unused(store: &Arc<Store>, keys: Vec<StreamKey>) {
+    if keys.is_empty() {
+        return;
+    }
+    let st = store.clone();
+    let r = blocking(move || {
+        let mut n = 0;
+        for k in &keys {
+            n += usize::from(st.remove_if_unused(k)?);
+        }
+        Ok(n)
+    })
+    .await;
+    match r {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(streams = n, "removed streams that never received a record"),
+        Err(e) => tracing::warn!("removing unused streams: {e}"),
+    }
+}
+
+async fn session(
+    rx: &mut FrameReader,
+    w: &mut OwnedWriteHalf,
+    shared: &Shared,
+    me: &PeerGuard,
+    mut stop: watch::Receiver<bool>,
+    handles: &mut HashMap<u32, Arc<Stream>>,
+) -> Result<(), Close> {
+    let store = &shared.store;
+    let max_streams = shared.cfg.max_streams_per_connection;
     // A frame read while gathering a group of `Records`, handled next.
     let mut stashed: Option<Frame> = None;
     loop {
@@ -51,6 +90,11 @@ pub(super) async fn serve(
                 key,
                 calibration,
             } => {
+                if handles.len() >= max_streams && !handles.contains_key(&handle) {
+                    return Err(Close::Protocol(format!(
+                        "too many streams open on one connection (at most {max_streams})"
+                    )));
+                }
                 let st = store.clone();
                 let k = key.clone();
                 let s = blocking(move || st.open_stream(&k, calibration)).await?;
@@ -174,8 +218,10 @@ pub(super) async fn serve(
             Frame::CloseStream { handle } => {
                 let s = stream(&handle)?;
                 tracing::info!(handle, key = ?s.key(), next = s.next(), "stream closed by its writer");
+                let key = s.key().clone();
                 blocking(move || s.update_meta(|m| m.closed = true)).await?;
                 handles.remove(&handle);
+                remove_unused(store, vec![key]).await;
                 store.notify();
             }
             other => {

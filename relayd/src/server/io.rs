@@ -32,12 +32,26 @@ pub(super) enum Close {
     Store(anyhow::Error),
 }
 
+/// Largest frame accepted before a peer said Hello (a Hello is a few dozen
+/// bytes): what a peer that never introduces itself can make the relay
+/// buffer.
+pub(super) const HELLO_MAX_FRAME: u32 = 4096;
+
+/// Longest name a Hello may carry.
+pub(super) const MAX_PEER_NAME: usize = 255;
+
+/// A peer that does not take a frame the relay sends within this long is
+/// disconnected: the relay's memory is not held hostage by a reader that
+/// stopped reading.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Reads frames with idle and slow-loris timeouts. Cancel-safe: dropping a
 /// pending [`FrameReader::next`] loses no bytes.
 pub(super) struct FrameReader {
     sock: OwnedReadHalf,
     fb: FrameBuffer,
     buf: Vec<u8>,
+    max_frame: u32,
     last_rx: Instant,
     last_read: Instant,
     partial_since: Option<Instant>,
@@ -50,14 +64,21 @@ impl FrameReader {
         let now = Instant::now();
         FrameReader {
             sock,
-            fb: FrameBuffer::new(cfg.max_frame),
-            buf: vec![0; 64 << 10],
+            fb: FrameBuffer::new(HELLO_MAX_FRAME),
+            buf: vec![0; HELLO_MAX_FRAME as usize],
+            max_frame: cfg.max_frame,
             last_rx: now,
             last_read: now,
             partial_since: None,
             idle_timeout: cfg.idle_timeout,
             frame_timeout: cfg.frame_timeout,
         }
+    }
+
+    /// The peer said Hello: from now on frames up to the configured limit.
+    pub(super) fn greeted(&mut self) {
+        self.fb.set_max_frame(self.max_frame);
+        self.buf = vec![0; 64 << 10];
     }
 
     /// The next frame; with `idle`, a peer silent for the idle timeout is an error.
@@ -150,7 +171,14 @@ pub(super) async fn send(w: &mut OwnedWriteHalf, frames: &[Frame]) -> Result<(),
     for f in frames {
         f.encode(&mut bytes);
     }
-    w.write_all(&bytes).await?;
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Close::Timeout(format!(
+                "the peer took no data for {WRITE_TIMEOUT:?}"
+            )))
+        }
+    }
     Ok(())
 }
 

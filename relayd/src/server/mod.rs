@@ -13,6 +13,15 @@
 //! Every connection has its own task; a malformed frame, a frame not allowed
 //! for the role, an idle connection or a partial frame older than the frame
 //! timeout (slow-loris) closes only that connection.
+//!
+//! What a peer can cost is bounded: at most `max_connections` connections
+//! (more are answered `Unavailable` and closed at once); before its Hello a
+//! peer may send only frames of up to [`io::HELLO_MAX_FRAME`] bytes and must
+//! say Hello within the frame timeout; a consumer connection may hold at most
+//! `max_streams_per_connection` streams, and the streams it opened without
+//! sending a record are removed when it closes them or goes; a peer that
+//! takes no data for [`io::WRITE_TIMEOUT`] is disconnected; `List` and
+//! `Status` answers come in pages of bounded size.
 
 mod consumer;
 mod io;
@@ -33,7 +42,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::store::Store;
-use io::{send, send_error, Close, FrameReader};
+use io::{send, send_error, Close, FrameReader, MAX_PEER_NAME};
 use peers::Peers;
 
 /// What every connection shares.
@@ -92,6 +101,8 @@ impl Server {
         tokio::pin!(shutdown);
         let period = self.shared.store.retention_period();
         let mut retention = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        let mut refused = 0u64;
+        let mut last_refusal_log = std::time::Instant::now() - Duration::from_secs(60);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(addr = %self.local_addr(), "listening");
         loop {
@@ -108,6 +119,14 @@ impl Server {
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 r = self.listener.accept() => match r {
+                    Ok((sock, peer)) if conns.len() >= self.shared.cfg.max_connections => {
+                        refused += 1;
+                        if last_refusal_log.elapsed() >= Duration::from_secs(10) {
+                            tracing::warn!(%peer, refused, limit = self.shared.cfg.max_connections, "connection limit reached: refusing connections");
+                            last_refusal_log = std::time::Instant::now();
+                        }
+                        refuse(sock);
+                    }
                     Ok((sock, peer)) => {
                         let shared = self.shared.clone();
                         let stop = stop_rx.clone();
@@ -146,6 +165,18 @@ impl Server {
     }
 }
 
+/// Answers a connection over the limit with `Unavailable`, without
+/// waiting on it, and closes it.
+fn refuse(sock: TcpStream) {
+    let mut b = Vec::new();
+    Frame::Error {
+        code: ErrorCode::Unavailable,
+        message: "too many connections: try again later".into(),
+    }
+    .encode(&mut b);
+    let _ = sock.try_write(&b);
+}
+
 async fn handle(
     sock: TcpStream,
     peer: SocketAddr,
@@ -179,7 +210,10 @@ async fn session(
 ) -> Close {
     let cfg = &shared.cfg;
     let hello = tokio::select! {
-        f = rx.next(true) => f,
+        f = tokio::time::timeout(cfg.frame_timeout, rx.next(true)) => match f {
+            Ok(f) => f,
+            Err(_) => return Close::Timeout(format!("no Hello within {:?}", cfg.frame_timeout)),
+        },
         _ = stop.wait_for(|s| *s) => return Close::Shutdown,
     };
     let (role, name) = match hello {
@@ -201,11 +235,18 @@ async fn session(
                 .await;
                 return Close::Protocol(format!("unsupported version {version}"));
             }
+            if name.len() > MAX_PEER_NAME {
+                return Close::Protocol(format!(
+                    "a Hello name of {} bytes (at most {MAX_PEER_NAME})",
+                    name.len()
+                ));
+            }
             (role, name)
         }
         Ok(other) => return Close::Protocol(format!("expected Hello, got {}", frame_name(&other))),
     };
     tracing::info!(?role, %name, "hello");
+    rx.greeted();
     let welcome = Frame::Welcome {
         version: wire::VERSION,
         name: cfg.name.clone(),
@@ -216,8 +257,8 @@ async fn session(
     }
     let me = shared.peers.register(role, name, peer);
     let r = match role {
-        Role::Consumer => consumer::serve(rx, w, &shared.store, &me, stop).await,
-        Role::Reader => reader::serve(rx, w, shared, stop).await,
+        Role::Consumer => consumer::serve(rx, w, shared, &me, stop).await,
+        Role::Reader => reader::serve(rx, w, shared, &me, stop).await,
     };
     match r {
         Ok(()) => Close::Eof,

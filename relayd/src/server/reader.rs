@@ -2,14 +2,17 @@
 //! `Announce`, `StreamCounters`, `Calibrate` and `Records` pushed from the
 //! store at the reader's own pace.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use blkkin::ring::header::Calibration;
-use blkkin::wire::{self, Frame, Start, StreamCounters, StreamKey};
+use blkkin::wire::{self, Frame, Start, StreamCounters, StreamKey, StreamSummary};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::io::{blocking, send, Close, FrameReader};
+use super::peers::{pages, PeerGuard};
 use super::{frame_name, Shared};
 use crate::store::Stream;
 
@@ -27,6 +30,9 @@ struct Sub {
     calibration: Calibration,
     /// Positions retention removed before this reader read them.
     retention: u64,
+    /// The stream's version when this reader was last fully up to date with
+    /// it (records, counters, calibration): unchanged streams are skipped.
+    seen: Option<u64>,
 }
 
 impl Sub {
@@ -53,25 +59,36 @@ fn start_position(s: &Stream, start: Start) -> u64 {
     }
 }
 
+/// How often a reader's lag is computed for `Status`.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
 /// Serves a reader until it disconnects (`Ok`) or the connection fails.
 pub(super) async fn serve(
     rx: &mut FrameReader,
     w: &mut OwnedWriteHalf,
     shared: &Shared,
+    me: &PeerGuard,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Close> {
     let store = &shared.store;
     let mut subs: Vec<Sub> = Vec::new();
+    let mut subscribed: HashSet<StreamKey> = HashSet::new();
     let mut selectors: Vec<Selector> = Vec::new();
     let mut changes = store.watch();
     let mut next_handle = 1u32;
+    // The stream set last matched against the selectors.
+    let mut generation = None;
+    let mut lag_at = Instant::now();
     loop {
         changes.borrow_and_update();
         // New streams matching a selector (streams existing at Subscribe time
-        // were added then, with the requested start; later ones from their start).
-        if !selectors.is_empty() {
+        // were added then, with the requested start; later ones from their
+        // start). Only when the set of streams changed.
+        let g = store.generation();
+        if !selectors.is_empty() && generation != Some(g) {
+            generation = Some(g);
             for s in store.streams() {
-                if subs.iter().any(|x| x.stream.key() == s.key()) {
+                if subscribed.contains(s.key()) {
                     continue;
                 }
                 if let Some(sel) = selectors
@@ -82,6 +99,7 @@ pub(super) async fn serve(
                         (true, Start::At(p)) => p,
                         _ => s.first(),
                     };
+                    subscribed.insert(s.key().clone());
                     announce(w, &mut subs, &mut next_handle, s, cursor).await?;
                 }
             }
@@ -90,7 +108,13 @@ pub(super) async fn serve(
         // (writers refine their calibration as they run: a long-lived reader
         // would otherwise drift from the wall clock).
         let mut changed = Vec::new();
+        let mut versions = Vec::with_capacity(subs.len());
         for sub in &mut subs {
+            let v = sub.stream.version();
+            versions.push(v);
+            if sub.seen == Some(v) {
+                continue; // nothing new since it was up to date
+            }
             let meta = sub.stream.meta();
             if meta.calibration != sub.calibration {
                 sub.calibration = meta.calibration;
@@ -113,11 +137,23 @@ pub(super) async fn serve(
         }
         // One batch per stream per round, so streams share the reader fairly.
         let mut progressed = false;
-        for sub in &mut subs {
+        for (sub, v) in subs.iter_mut().zip(versions) {
+            if sub.seen == Some(v) {
+                continue;
+            }
             if sub.cursor >= sub.stream.next() {
+                sub.seen = Some(v);
                 continue;
             }
             progressed |= push(w, sub).await?;
+        }
+        if lag_at.elapsed() >= LAG_EVERY {
+            lag_at = Instant::now();
+            let lag = subs
+                .iter()
+                .map(|s| s.stream.next().saturating_sub(s.cursor))
+                .fold(0u64, u64::saturating_add);
+            me.set_lag(lag);
         }
         let f = tokio::select! {
             biased;
@@ -137,11 +173,14 @@ pub(super) async fn serve(
         match f {
             Frame::List => {
                 let list = store.streams().iter().map(|s| s.summary()).collect();
-                send(w, &[Frame::Streams(list)]).await?;
+                for page in pages(list, |s: &StreamSummary| s.key.node.len()) {
+                    send(w, &[Frame::Streams(page)]).await?;
+                }
             }
             Frame::Status => {
-                let report = shared.peers.report(&shared.cfg.name, store);
-                send(w, &[Frame::StatusReport(report)]).await?;
+                for page in shared.peers.report(&shared.cfg.name, store) {
+                    send(w, &[Frame::StatusReport(page)]).await?;
+                }
             }
             Frame::Heartbeat => {}
             Frame::Subscribe { key, start } => {
@@ -151,7 +190,7 @@ pub(super) async fn serve(
                     Some(k) => store.get(k).into_iter().collect(),
                 };
                 for s in now {
-                    if subs.iter().any(|x| x.stream.key() == s.key()) {
+                    if !subscribed.insert(s.key().clone()) {
                         continue;
                     }
                     let cursor = start_position(&s, start);
@@ -193,6 +232,7 @@ async fn announce(
         calibration: meta.calibration,
         cursor,
         retention: 0,
+        seen: None,
     });
     Ok(())
 }

@@ -137,18 +137,109 @@ fn torn_tail_is_truncated_to_the_valid_prefix() {
         assert_eq!(s.next(), 40);
         assert_eq!(read_all(&s, 0), expect(0, 40));
     }
-    // A corrupted byte inside an entry drops it and everything after it.
+    // A corrupted byte inside an entry costs that entry only: quarantined,
+    // counted as corrupt, the entries after it kept.
     let mut bytes = fs::read(&seg).unwrap();
     let entry = ENTRY_HEADER + record_at(0).len();
     bytes[10 * entry + ENTRY_HEADER + 20] ^= 0xff;
     fs::write(&seg, &bytes).unwrap();
     let store = Store::open(cfg(dir.path())).unwrap();
     let s = store.get(&key(0)).unwrap();
-    assert_eq!(s.next(), 10);
-    assert_eq!(read_all(&s, 0), expect(0, 10));
-    // And the stream carries on from there.
-    s.append(10, &records(10, 12)).unwrap();
-    assert_eq!(read_all(&s, 0), expect(0, 12));
+    assert_eq!(s.next(), 40);
+    let mut want = expect(0, 10);
+    want.extend(expect(11, 40));
+    assert_eq!(read_all(&s, 0), want);
+    assert_eq!(s.meta().lost_corrupt, 1);
+    let q = seg.with_extension(format!("seg.damaged-{}", 10 * entry));
+    assert_eq!(
+        fs::read(&q).unwrap().len(),
+        entry,
+        "the damaged entry is kept aside"
+    );
+    drop((s, store));
+    // Counted once: a second restart finds a clean segment.
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(0)).unwrap();
+    assert_eq!(s.meta().lost_corrupt, 1);
+    // And the stream carries on.
+    s.append(40, &records(40, 42)).unwrap();
+    want.extend(expect(40, 42));
+    assert_eq!(read_all(&s, 0), want);
+}
+
+#[test]
+fn damage_in_sealed_segments_costs_only_the_damaged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = ENTRY_HEADER + record_at(0).len();
+    let mut c = cfg(dir.path());
+    c.segment_size = (10 * entry) as u64; // ten entries per segment
+    let store = Store::open(c.clone()).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 30)).unwrap();
+    let segs: Vec<PathBuf> = s.lock().segments.iter().map(|x| x.path.clone()).collect();
+    assert_eq!(segs.len(), 3);
+    drop((s, store));
+    // The first segment: its last two entries damaged (its end); the
+    // second: the header of its fourth entry.
+    let mut b = fs::read(&segs[0]).unwrap();
+    b.truncate(10 * entry); // direct-write padding off
+    for x in &mut b[8 * entry + 3..] {
+        *x ^= 0x5a;
+    }
+    fs::write(&segs[0], &b).unwrap();
+    let mut b = fs::read(&segs[1]).unwrap();
+    b[3 * entry + 9] ^= 0x01;
+    fs::write(&segs[1], &b).unwrap();
+    let store = Store::open(c).unwrap();
+    let s = store.get(&key(0)).unwrap();
+    let got: Vec<u64> = read_all(&s, 0).iter().map(|e| e.0).collect();
+    let want: Vec<u64> = (0..30).filter(|p| ![8, 9, 13].contains(p)).collect();
+    assert_eq!(got, want);
+    assert_eq!(s.meta().lost_corrupt, 3, "exactly the damaged entries");
+    assert_eq!(s.next(), 30);
+}
+
+#[test]
+fn damage_met_while_reading_is_skipped_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.open_stream(&key(0), cal()).unwrap();
+    s.append(0, &records(0, 20)).unwrap();
+    let seg = s.lock().segments[0].path.clone();
+    let entry = ENTRY_HEADER + record_at(0).len();
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xee], (5 * entry + ENTRY_HEADER + 30) as u64)
+        .unwrap();
+    drop(f);
+    for _ in 0..2 {
+        let got: Vec<u64> = read_all(&s, 0).iter().map(|e| e.0).collect();
+        assert_eq!(got, (0..20).filter(|p| *p != 5).collect::<Vec<_>>());
+    }
+    assert_eq!(s.meta().lost_corrupt, 1);
+}
+
+#[test]
+fn an_unreadable_meta_json_is_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    store
+        .open_stream(&key(3), cal())
+        .unwrap()
+        .append(0, &records(0, 5))
+        .unwrap();
+    drop(store);
+    let sdir = dir.path().join("streams").join(dir_name(&key(3)));
+    fs::write(sdir.join("meta.json"), b"{not json").unwrap();
+    // And a directory that is no stream at all: quarantined, not skipped.
+    fs::create_dir(dir.path().join("streams").join("junk")).unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let s = store.get(&key(3)).expect("the stream is back");
+    assert_eq!(read_all(&s, 0), expect(0, 5));
+    assert_eq!(store.streams().len(), 1);
+    assert!(dir.path().join("quarantine").join("junk").is_dir());
+    // The rebuilt meta.json reads.
+    drop(store);
+    assert!(Store::open(cfg(dir.path())).unwrap().get(&key(3)).is_some());
 }
 
 #[test]

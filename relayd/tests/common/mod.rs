@@ -176,6 +176,43 @@ impl Client {
         self.ack(handle).await
     }
 
+    /// `List`, its pages gathered (the last page is empty).
+    pub async fn list(&mut self) -> Vec<wire::StreamSummary> {
+        self.send(&Frame::List).await;
+        let mut all = Vec::new();
+        loop {
+            match self.recv().await {
+                Some(Frame::Streams(page)) if page.is_empty() => return all,
+                Some(Frame::Streams(page)) => all.extend(page),
+                other => panic!("expected Streams, got {other:?}"),
+            }
+        }
+    }
+
+    /// `Status`, its pages gathered (until one without streams).
+    pub async fn status(&mut self) -> wire::StatusReport {
+        self.send(&Frame::Status).await;
+        let mut report: Option<wire::StatusReport> = None;
+        loop {
+            match self.recv().await {
+                Some(Frame::StatusReport(page)) => {
+                    let last = page.streams.is_empty();
+                    match report.as_mut() {
+                        None => report = Some(page),
+                        Some(r) => {
+                            assert!(page.consumers.is_empty() && page.readers.is_empty());
+                            r.streams.extend(page.streams);
+                        }
+                    }
+                    if last {
+                        return report.unwrap();
+                    }
+                }
+                other => panic!("expected StatusReport, got {other:?}"),
+            }
+        }
+    }
+
     /// A reader's subscription to every stream, current and future, from `start`.
     pub async fn subscribe_all(&mut self, start: wire::Start) {
         self.send(&Frame::Subscribe { key: None, start }).await;
@@ -265,6 +302,68 @@ pub async fn read_until(c: &mut Client, got: &mut Received, done: impl Fn(&Recei
             other => panic!("unexpected frame {other:?}"),
         }
     }
+}
+
+/// The relay binary, killed (SIGKILL) when dropped, and its address.
+pub struct Daemon(pub std::process::Child, pub SocketAddr);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// A line of /proc/PID/status in kB (e.g. "VmHWM", the peak resident size).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
+        let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// Starts the relay binary on `data` with `extra` arguments and `env` set;
+/// waits until it listens. Its log goes to the test's stderr.
+pub fn start_binary(data: &Path, env: &[(&str, &Path)], extra: &[&str]) -> Daemon {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blkkin-relayd"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env("BLKKIN_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("relay: {l}");
+            let _ = tx.send(l);
+        }
+    });
+    let addr = loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the relay logs its address");
+        if let Some(i) = l.find("addr=") {
+            break l[i + 5..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    };
+    Daemon(child, addr)
 }
 
 pub fn range(from: u64, to: u64) -> Vec<u64> {
