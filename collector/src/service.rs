@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, StateDir};
 use crate::pipeline::{Checkpointing, Pipeline};
 use crate::sink::archive::ArchiveSink;
 use crate::sink::cassandra::CassandraSinkAdapter;
-use crate::sink::http::{HttpFormat, ZipkinHttpSink};
+use crate::sink::http::{tls_trusting, HttpFormat, ZipkinHttpSink};
 use crate::sink::jsonl::JsonLinesSink;
 use crate::sink::scribe::ScribeSink;
 use crate::sink::store::StoreSink;
@@ -87,6 +87,11 @@ pub struct CollectorArgs {
     /// Zipkin server base URL (e.g. http://127.0.0.1:9411); repeatable.
     #[arg(long, value_name = "URL")]
     pub zipkin_url: Vec<String>,
+
+    /// Trust only the CA certificates of this PEM file for https://
+    /// --zipkin-url servers (default: Mozilla's roots).
+    #[arg(long, value_name = "FILE")]
+    pub zipkin_ca: Option<PathBuf>,
 
     /// Body format for the --zipkin-url sinks.
     #[arg(long, value_enum, default_value = "json")]
@@ -328,12 +333,19 @@ impl Collector {
             query = Some((rt, handle));
             store = Some(s);
         }
+        let zipkin_tls = match &args.zipkin_ca {
+            Some(ca) => Some(tls_trusting(ca).context("--zipkin-ca")?),
+            None => None,
+        };
         for url in &args.zipkin_url {
             let format = match args.zipkin_format {
                 ZipkinFormat::Json => HttpFormat::JsonV2,
                 ZipkinFormat::Thrift => HttpFormat::ThriftV1,
             };
-            let sink = ZipkinHttpSink::new(url, format);
+            let sink = match &zipkin_tls {
+                Some(tls) => ZipkinHttpSink::with_tls(url, format, tls.clone()),
+                None => ZipkinHttpSink::new(url, format),
+            };
             let name = format!("zipkin {}", sink.url());
             sinks.push(SinkRunner::start(&name, sink, sink_config)?);
         }
