@@ -288,16 +288,13 @@ mod tests {
         assert!(matches!(sink.send(&[span()]), Err(SinkError::Retry(_))));
     }
 
+    /// What a test server got: request head and body.
+    type Request = (String, Vec<u8>);
+
     /// A one-request https server (a certificate for 127.0.0.1 made by
     /// rcgen) answering 202; returns its base URL, the CA file trusting it,
     /// and what it got (`None` when the client gave up on the handshake).
-    fn serve_https_once(
-        dir: &Path,
-    ) -> (
-        String,
-        PathBuf,
-        std::thread::JoinHandle<Option<(String, Vec<u8>)>>,
-    ) {
+    fn serve_https_once(dir: &Path) -> (String, PathBuf, std::thread::JoinHandle<Option<Request>>) {
         let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, key.cert.pem()).unwrap();
