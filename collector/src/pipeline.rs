@@ -276,6 +276,11 @@ impl Pipeline {
         tracing::info!(
             annotations = a.annotations,
             untimed = a.untimed,
+            malformed = a.malformed,
+            zero_ids = a.zero_ids,
+            annotations_dropped = a.annotations_dropped,
+            tags_dropped = a.tags_dropped,
+            values_truncated = a.values_truncated,
             spans = a.spans,
             updates = a.updates,
             incomplete = a.incomplete,

@@ -13,19 +13,19 @@ use anyhow::{anyhow, Context};
 use clap::ValueEnum;
 
 use crate::archive::{ArchiveConfig, ArchiveLocation};
-use crate::assemble::{AssemblerConfig, SpanAssembler};
+use crate::assemble::{AssemblerConfig, SpanAssembler, SpanLimits};
 use crate::cassandra::{CassandraConfig, CassandraTls, Consistency};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::pipeline::{Checkpointing, Pipeline};
 use crate::sink::archive::ArchiveSink;
 use crate::sink::cassandra::CassandraSinkAdapter;
-use crate::sink::http::{HttpFormat, ZipkinHttpSink};
+use crate::sink::http::{tls_trusting, HttpFormat, ZipkinHttpSink};
 use crate::sink::jsonl::JsonLinesSink;
 use crate::sink::scribe::ScribeSink;
 use crate::sink::store::StoreSink;
 use crate::sink::{Durability, SinkConfig, SinkRunner};
 use crate::source::RelaySource;
-use crate::store::{ServerHandle, Store, StoreConfig, StoreLocation};
+use crate::store::{QueryToken, ServerConfig, ServerHandle, Store, StoreConfig, StoreLocation};
 
 /// Zipkin HTTP body format.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,9 +57,41 @@ pub struct CollectorArgs {
     #[arg(long, default_value_t = 10_000_000, value_name = "N")]
     pub store_max_spans: u64,
 
+    /// Query API: largest `limit` of /api/v2/traces (and most traceIds of
+    /// /api/v2/traceMany); larger limits are clamped to it.
+    #[arg(long, default_value_t = crate::store::DEFAULT_MAX_LIMIT, value_name = "N")]
+    pub query_max_limit: usize,
+
+    /// Query API: longest `lookback` of /api/v2/traces and
+    /// /api/v2/dependencies; longer ones are clamped to it [default: the
+    /// store's retention].
+    #[arg(long, value_name = "HOURS")]
+    pub query_max_lookback_hours: Option<f64>,
+
+    /// Query API: a heavy query (/traces, /dependencies, /traceMany) running
+    /// longer is cancelled and answered 503.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub query_timeout: f64,
+
+    /// Query API: heavy queries running at once; more are answered 503
+    /// (light ones such as /api/v2/services are never held back) [default:
+    /// the number of cores].
+    #[arg(long, value_name = "N")]
+    pub query_concurrency: Option<usize>,
+
+    /// Query API: require `Authorization: Bearer <token>` on every request
+    /// but /health, the token being the first line of FILE (401 without it).
+    #[arg(long, value_name = "FILE")]
+    pub query_token_file: Option<PathBuf>,
+
     /// Zipkin server base URL (e.g. http://127.0.0.1:9411); repeatable.
     #[arg(long, value_name = "URL")]
     pub zipkin_url: Vec<String>,
+
+    /// Trust only the CA certificates of this PEM file for https://
+    /// --zipkin-url servers (default: Mozilla's roots).
+    #[arg(long, value_name = "FILE")]
+    pub zipkin_ca: Option<PathBuf>,
 
     /// Body format for the --zipkin-url sinks.
     #[arg(long, value_enum, default_value = "json")]
@@ -128,6 +160,21 @@ pub struct CollectorArgs {
     /// emitted early and forgotten beyond it (counted as evicted).
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_open_spans: usize,
+
+    /// Most annotations (timestamped events) kept per span; later ones are
+    /// dropped and counted (annotations_dropped).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_span_annotations: usize,
+
+    /// Most tags kept per span; later new keys are dropped and counted
+    /// (tags_dropped).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_span_tags: usize,
+
+    /// Longest annotation value, tag key or tag value in bytes; longer ones
+    /// are cut and counted (values_truncated).
+    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    pub max_value_bytes: usize,
 
     /// Spans each sink may queue; beyond it spans are dropped and counted.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
@@ -245,9 +292,25 @@ impl Collector {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
+            let retention = secs("store-retention-hours", args.store_retention_hours * 3600.0)?;
+            let mut server = ServerConfig::from_env();
+            server.max_limit = args.query_max_limit;
+            server.max_lookback = match args.query_max_lookback_hours {
+                Some(h) => secs("query-max-lookback-hours", h * 3600.0)?,
+                None => retention,
+            };
+            server.query_timeout = secs("query-timeout", args.query_timeout)?;
+            if let Some(file) = &args.query_token_file {
+                server.token = Some(QueryToken::from_file(file)?);
+            }
+            if let Some(n) = args.query_concurrency {
+                server.max_heavy_queries = n.max(1);
+            }
             let config = StoreConfig {
-                retention: secs("store-retention-hours", args.store_retention_hours * 3600.0)?,
+                retention,
                 max_spans: args.store_max_spans,
+                // Every heavy query may hold one; two more for light ones.
+                read_connections: server.max_heavy_queries + 2,
                 ..StoreConfig::default()
             };
             let s = Store::open_with(StoreLocation::File(path.clone()), config)
@@ -259,7 +322,7 @@ impl Collector {
                 .build()
                 .context("starting the query server's runtime")?;
             let handle = rt
-                .block_on(crate::store::serve(args.listen, s.clone()))
+                .block_on(crate::store::serve_with(args.listen, s.clone(), server))
                 .with_context(|| format!("serving the Zipkin API on {}", args.listen))?;
             sinks.push(SinkRunner::start_durable(
                 &format!("store {}", path.display()),
@@ -270,12 +333,19 @@ impl Collector {
             query = Some((rt, handle));
             store = Some(s);
         }
+        let zipkin_tls = match &args.zipkin_ca {
+            Some(ca) => Some(tls_trusting(ca).context("--zipkin-ca")?),
+            None => None,
+        };
         for url in &args.zipkin_url {
             let format = match args.zipkin_format {
                 ZipkinFormat::Json => HttpFormat::JsonV2,
                 ZipkinFormat::Thrift => HttpFormat::ThriftV1,
             };
-            let sink = ZipkinHttpSink::new(url, format);
+            let sink = match &zipkin_tls {
+                Some(tls) => ZipkinHttpSink::with_tls(url, format, tls.clone()),
+                None => ZipkinHttpSink::new(url, format),
+            };
             let name = format!("zipkin {}", sink.url());
             sinks.push(SinkRunner::start(&name, sink, sink_config)?);
         }
@@ -381,6 +451,11 @@ impl Collector {
             idle_timeout: secs("idle-timeout", args.idle_timeout)?,
             linger: Duration::from_millis(args.linger_ms),
             max_open: args.max_open_spans,
+            limits: SpanLimits {
+                max_annotations: args.max_span_annotations,
+                max_tags: args.max_span_tags,
+                max_value_bytes: args.max_value_bytes,
+            },
         };
         let checkpoints = (state.is_some() || args.archive.is_some()).then(|| Checkpointing {
             state,

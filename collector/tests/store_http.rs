@@ -232,6 +232,46 @@ fn bad_posts_are_rejected_and_store_nothing() {
     assert_eq!(post(&url, json, b"[]").status, 202);
 }
 
+/// A body without a Content-Type is refused, not guessed at: before, such
+/// a POST overwrote a stored span's tag.
+#[test]
+fn a_post_without_content_type_is_refused_with_415() {
+    let (s, now) = server_with_trace();
+    let url = format!("{}/api/v2/spans", s.base);
+    let mut changed = span("a", "1", None, "Client", "GET", now - 50);
+    changed.tags.insert("http.method".into(), "DELETE".into());
+    let body = serde_json::to_vec(&[changed]).unwrap();
+    let r = support::post_without_content_type(&url, &body);
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(r.body.contains("Content-Type"), "{}", r.body);
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        assert_eq!(post(&url, ct, &body).status, 415, "{ct}");
+    }
+    let trace = get(&format!("{}/api/v2/trace/000000000000000a", s.base)).json();
+    assert_eq!(trace[0]["tags"]["http.method"], "GET", "nothing was stored");
+    assert_eq!(s.store.span_count().unwrap(), 2);
+}
+
+/// One invalid span of a POST is refused (400, named); its valid
+/// neighbours are stored.
+#[test]
+fn a_post_with_one_invalid_span_stores_the_others() {
+    let (s, now) = server_with_trace();
+    let url = format!("{}/api/v2/spans", s.base);
+    let good = span("b", "1", None, "osd", "read", now);
+    let zero = span("b", "0", None, "osd", "read", now);
+    let r = post(
+        &url,
+        "application/json",
+        &serde_json::to_vec(&[good, zero]).unwrap(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("stored 1 of 2 spans"), "{}", r.body);
+    assert!(r.body.contains("span 1:"), "{}", r.body);
+    assert_eq!(s.store.span_count().unwrap(), 3);
+    assert_eq!(s.store.stats().spans_rejected, 1);
+}
+
 #[test]
 fn retention_runs_in_the_background() {
     let config = StoreConfig {

@@ -66,18 +66,38 @@ fn reinserting_is_idempotent_and_late_reports_merge() {
 }
 
 #[test]
-fn invalid_spans_are_rejected_whole_and_counted() {
+fn a_zero_id_span_is_refused_alone_and_its_499_neighbours_are_stored() {
+    let store = Store::open_in_memory().unwrap();
+    let now = now_ms();
+    let mut spans: Vec<_> = (1..=499)
+        .map(|i| span("a", &format!("{i:x}"), None, "osd", "x", now))
+        .collect();
+    spans.insert(250, span("a", "0", None, "osd", "x", now));
+    let outcome = store.insert(&spans).unwrap();
+    assert_eq!((outcome.stored, outcome.rejected), (499, 1));
+    let why = outcome.rejection_text().unwrap();
+    assert!(
+        why.starts_with("span 250:") && why.contains("all zeros"),
+        "{why}"
+    );
+    assert_eq!(store.span_count().unwrap(), 499);
+    assert_eq!(store.trace("a").unwrap().len(), 499);
+    assert_eq!(store.stats().spans_rejected, 1);
+    assert_eq!(store.stats().spans_inserted, 499);
+}
+
+#[test]
+fn invalid_spans_are_refused_and_counted_one_by_one() {
     let store = Store::open_in_memory().unwrap();
     let good = span("a", "1", None, "osd", "x", now_ms());
     let bad = span("xyz", "1", None, "osd", "x", now_ms());
-    let err = store.insert(&[good, bad]).unwrap_err();
-    assert!(err.to_string().contains("traceId \"xyz\""), "{err}");
-    assert_eq!(store.span_count().unwrap(), 0);
-    assert_eq!(
-        store.stats().spans_rejected,
-        2,
-        "the good span was refused too"
-    );
+    let zero_trace = span("0000", "2", None, "osd", "x", now_ms());
+    let outcome = store.insert(&[good, bad, zero_trace]).unwrap();
+    let why = outcome.rejection_text().unwrap();
+    assert!(why.contains("traceId \"xyz\""), "{why}");
+    assert!(why.contains("and 1 more"), "{why}");
+    assert_eq!(store.span_count().unwrap(), 1, "the good span is stored");
+    assert_eq!(store.stats().spans_rejected, 2);
     assert!(store.trace("not-hex").is_err());
 }
 

@@ -47,6 +47,8 @@ pub struct AssemblerConfig {
     pub linger: Duration,
     /// Most spans held at once.
     pub max_open: usize,
+    /// What one span may hold.
+    pub limits: SpanLimits,
 }
 
 impl Default for AssemblerConfig {
@@ -55,6 +57,36 @@ impl Default for AssemblerConfig {
             idle_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(200),
             max_open: 100_000,
+            limits: SpanLimits::default(),
+        }
+    }
+}
+
+/// Caps on what one span (one side) holds, so a producer recording without
+/// bounds cannot make the collector or a back end hold unbounded spans.
+/// What goes over a cap is dropped or cut, and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanLimits {
+    /// Most annotations (timestamped events) per span; later ones are
+    /// dropped (`annotations_dropped`). A core event (`cs`, `sr`, ...) not
+    /// yet seen is always kept, so timing survives.
+    pub max_annotations: usize,
+    /// Most tags per span; later new keys are dropped (`tags_dropped`), a
+    /// tag already held is still updated.
+    pub max_tags: usize,
+    /// Longest annotation value, tag key or tag value in bytes; longer ones
+    /// are cut at a character boundary (`values_truncated`).
+    pub max_value_bytes: usize,
+}
+
+/// OpenTelemetry's default of 128 events and attributes per span; 64 KiB
+/// per value (OpenTelemetry sets no default there).
+impl Default for SpanLimits {
+    fn default() -> Self {
+        SpanLimits {
+            max_annotations: 128,
+            max_tags: 128,
+            max_value_bytes: 64 << 10,
         }
     }
 }
@@ -69,6 +101,9 @@ pub struct AssemblerStats {
     pub untimed: u64,
     /// Annotations whose ids are not 16 hex digits: not assembled.
     pub malformed: u64,
+    /// Annotations with trace id 0 or span id 0 (invalid in Zipkin, refused
+    /// by every back end): not assembled, so no such span reaches a sink.
+    pub zero_ids: u64,
     /// Spans emitted for the first time.
     pub spans: u64,
     /// Spans emitted again because a late annotation arrived.
@@ -79,6 +114,12 @@ pub struct AssemblerStats {
     /// was emitted first, so nothing is lost; a later annotation of the same
     /// span then starts a new partial span).
     pub evicted: u64,
+    /// Annotations dropped because their span held `max_annotations`.
+    pub annotations_dropped: u64,
+    /// Tags dropped because their span held `max_tags`.
+    pub tags_dropped: u64,
+    /// Values and keys cut to `max_value_bytes`.
+    pub values_truncated: u64,
 }
 
 /// (trace id, span id).
@@ -186,6 +227,10 @@ impl SpanAssembler {
             self.stats.malformed += 1;
             return;
         };
+        if trace == 0 || id == 0 {
+            self.stats.zero_ids += 1;
+            return;
+        }
         let key = (trace, id);
         if self.open.len() >= self.config.max_open && !self.open.contains_key(&key) {
             if let Some(oldest) = self.pop_oldest() {
@@ -213,7 +258,7 @@ impl SpanAssembler {
                 span.sides.last_mut().expect("just pushed")
             }
         };
-        side.take(a, ts);
+        side.take(a, ts, &self.config.limits, &mut self.stats);
         if side.closed() {
             let at = now + self.config.linger;
             side.ready_at = Some(at);
@@ -487,6 +532,7 @@ pub(crate) mod tests {
             idle_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(100),
             max_open: 100,
+            limits: SpanLimits::default(),
         }
     }
 
@@ -780,6 +826,71 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn annotations_with_zero_ids_are_counted_and_never_emitted() {
+        let mut asm = SpanAssembler::new(cfg());
+        let zero_span = ann("0000000000000000", "c", "10.0.0.1", 1, 1, "cs");
+        let mut zero_trace = ann("00000000000000f1", "c", "10.0.0.1", 1, 1, "cs");
+        zero_trace.trace_id = "0".into();
+        let good = ann("00000000000000f1", "c", "10.0.0.1", 1, 2, "cs");
+        let t0 = Instant::now();
+        let mut out = run(&mut asm, &[zero_span, zero_trace, good], t0);
+        asm.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].trace_id.as_str(), out[0].id.as_str()),
+            (T, "00000000000000f1")
+        );
+        assert_eq!(asm.stats().zero_ids, 2);
+        assert_eq!(asm.stats().malformed, 0);
+    }
+
+    #[test]
+    fn annotations_tags_and_values_over_the_caps_are_cut_and_counted() {
+        let mut asm = SpanAssembler::new(AssemblerConfig {
+            limits: SpanLimits {
+                max_annotations: 4,
+                max_tags: 3,
+                max_value_bytes: 8,
+            },
+            ..cfg()
+        });
+        let s = "00000000000000c1";
+        let at = |ts, ev: &str| ann(s, "osd", "10.0.0.2", 6800, ts, ev);
+        let mut anns = vec![at(1, "sr")];
+        anns.extend((0..10).map(|i| at(2 + i, &format!("ev{i}"))));
+        for i in 0..5 {
+            let tag = kv(at(20, ""), &format!("k{i}"), AnnotationValue::Integer(i));
+            anns.push(tag);
+        }
+        // A tag already held is updated even at the cap.
+        anns.push(kv(at(21, ""), "k0", AnnotationValue::Integer(7)));
+        // "é" is two bytes: the cut falls on a character boundary.
+        anns.push(kv(
+            at(22, ""),
+            "k1",
+            AnnotationValue::Text("abcdefgé".into()),
+        ));
+        // The closing core event is kept although the cap was reached.
+        anns.push(at(30, "ss"));
+        let t0 = Instant::now();
+        let mut out = run(&mut asm, &anns, t0);
+        asm.flush(&mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let span = &out[0];
+        assert_eq!((span.timestamp, span.duration), (Some(1), Some(29)));
+        let values: Vec<&str> = span.annotations.iter().map(|a| a.value.as_str()).collect();
+        assert_eq!(values, ["ev0", "ev1", "ev2"], "sr + 3 events = 4");
+        assert_eq!(span.tags.len(), 3);
+        assert_eq!(span.tags["k0"], "7");
+        assert_eq!(span.tags["k1"], "abcdefg");
+        let st = asm.stats();
+        assert_eq!(
+            (st.annotations_dropped, st.tags_dropped, st.values_truncated),
+            (7, 2, 1)
+        );
+    }
+
+    #[test]
     fn untimed_annotations_are_counted_not_assembled() {
         let mut asm = SpanAssembler::new(cfg());
         let mut a = ann("00000000000000f2", "c", "10.0.0.1", 1, 1, "cs");
@@ -884,7 +995,9 @@ pub(crate) mod tests {
 
     #[test]
     fn stale_activity_entries_are_compacted_and_idle_spans_still_expire() {
-        let mut asm = SpanAssembler::new(cfg());
+        let mut config = cfg();
+        config.limits.max_annotations = 5000;
+        let mut asm = SpanAssembler::new(config);
         let t0 = Instant::now();
         let mut out = Vec::new();
         let s = "00000000000000f8";

@@ -8,7 +8,7 @@ use blkkin::annotation::{Annotation, AnnotationValue};
 
 use super::intern::Origin;
 use super::remote::{self, Addresses};
-use super::SideSnapshot;
+use super::{AssemblerStats, SideSnapshot, SpanLimits};
 use crate::model::{self, Endpoint, Span, SpanKind};
 
 /// Core and generic events a side can hold; bit `i` of `Side::seen` stands
@@ -69,6 +69,19 @@ impl Event {
     fn is(&self, bit: u8) -> bool {
         matches!(self, Event::Mark(b) if *b == bit)
     }
+}
+
+/// `v`, cut to `max_value_bytes` at a character boundary (counted).
+fn capped(v: &str, limits: &SpanLimits, stats: &mut AssemblerStats) -> String {
+    if v.len() <= limits.max_value_bytes {
+        return v.to_string();
+    }
+    stats.values_truncated += 1;
+    let mut end = limits.max_value_bytes;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
 }
 
 /// 16 lower-case hex digits, without the formatting machinery.
@@ -230,40 +243,84 @@ impl Side {
         }
     }
 
-    /// Takes one annotation (timestamp `ts`, epoch µs).
-    pub(super) fn take(&mut self, a: &Annotation, ts: u64) {
+    /// Takes one annotation (timestamp `ts`, epoch µs), within `limits`
+    /// (what goes over them is dropped or cut, and counted in `stats`).
+    pub(super) fn take(
+        &mut self,
+        a: &Annotation,
+        ts: u64,
+        limits: &SpanLimits,
+        stats: &mut AssemblerStats,
+    ) {
         self.first_ts = self.first_ts.min(ts);
         self.debug |= a.debug;
-        self.pending = true;
+        let full = self.events.len() >= limits.max_annotations;
         match (&a.key, &a.value) {
             (None, AnnotationValue::Text(v)) => {
                 let bit = mark(v);
+                // A core event not seen yet is kept over the cap: it gives
+                // the span its kind, timestamp and duration.
+                if full && (bit == 0 || self.seen & bit != 0) {
+                    stats.annotations_dropped += 1;
+                    return;
+                }
                 self.seen |= bit;
                 let event = if bit != 0 {
                     Event::Mark(bit)
                 } else {
-                    Event::Text(v.clone())
+                    Event::Text(capped(v, limits, stats))
                 };
                 self.events.push((ts, event));
             }
             (None, AnnotationValue::Integer(i)) => {
+                if full {
+                    stats.annotations_dropped += 1;
+                    return;
+                }
                 self.events.push((ts, Event::Text(i.to_string())));
             }
             (Some(k), AnnotationValue::Text(v)) => {
                 if let Some(slot) = remote::slot(k) {
                     if let Some(ep) = remote::parse_address(v) {
-                        self.addresses.get_or_insert_default()[slot] = Some((ep, v.clone()));
+                        let v = capped(v, limits, stats);
+                        self.addresses.get_or_insert_default()[slot] = Some((ep, v));
+                        self.pending = true;
                         return;
                     }
                 }
-                self.integer_tags.remove(k);
-                self.tags.insert(k.clone(), v.clone());
+                let Some(k) = self.tag_key(k, limits, stats) else {
+                    return;
+                };
+                self.integer_tags.remove(&k);
+                self.tags.insert(k, capped(v, limits, stats));
             }
             (Some(k), AnnotationValue::Integer(i)) => {
+                let Some(k) = self.tag_key(k, limits, stats) else {
+                    return;
+                };
                 self.integer_tags.insert(k.clone());
-                self.tags.insert(k.clone(), i.to_string());
+                self.tags.insert(k, i.to_string());
             }
         }
+        self.pending = true;
+    }
+
+    /// The key to store a tag under (cut to the value limit), or `None`
+    /// (counted) when it is a new key and the span holds `max_tags`.
+    fn tag_key(
+        &self,
+        key: &str,
+        limits: &SpanLimits,
+        stats: &mut AssemblerStats,
+    ) -> Option<String> {
+        let mut probe = AssemblerStats::default();
+        let k = capped(key, limits, &mut probe);
+        if !self.tags.contains_key(&k) && self.tags.len() >= limits.max_tags {
+            stats.tags_dropped += 1;
+            return None;
+        }
+        stats.values_truncated += probe.values_truncated;
+        Some(k)
     }
 
     /// The v2 span of this side of span `key`; `peer` is the local endpoint

@@ -20,14 +20,20 @@ impl StoreSink {
 impl Sink for StoreSink {
     fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
         match self.store.insert(batch) {
-            Ok(_) => Ok(()),
-            // A span breaking Zipkin's rules refuses the whole call: never retried.
-            Err(e @ StoreError::InvalidSpan(_)) | Err(e @ StoreError::Json(_)) => {
-                Err(SinkError::Rejected {
-                    spans: batch.len(),
-                    reason: e.to_string(),
-                })
-            }
+            Ok(outcome) => match outcome.rejection_text() {
+                None => Ok(()),
+                // Spans breaking Zipkin's rules are refused one by one (never
+                // retried); the rest of the batch is stored.
+                Some(reason) => Err(SinkError::Rejected {
+                    spans: outcome.rejected,
+                    reason,
+                }),
+            },
+            // A stored span that no longer decodes: retrying cannot help.
+            Err(e @ StoreError::Json(_)) => Err(SinkError::Rejected {
+                spans: batch.len(),
+                reason: e.to_string(),
+            }),
             // Busy or failing database: the same batch again later.
             Err(e) => Err(SinkError::Retry(e.to_string())),
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +39,18 @@ pub struct StoreConfig {
     /// `AUTOCOMPLETE_KEYS`. `None` indexes every tag key (Zipkin indexes none
     /// by default).
     pub autocomplete_keys: Option<Vec<String>>,
+    /// Read-only connections queries share (file databases only; WAL lets
+    /// them read while the writer writes). Queries beyond this wait for a
+    /// connection, so keep it above the query server's cap on heavy queries
+    /// (see `ServerConfig::max_heavy_queries`): light queries such as
+    /// `/api/v2/services` then always find one free.
+    pub read_connections: usize,
+}
+
+/// The default number of read connections: one per core for heavy queries,
+/// two more for light ones.
+fn default_read_connections() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 2
 }
 
 impl Default for StoreConfig {
@@ -48,6 +60,7 @@ impl Default for StoreConfig {
             max_spans: 10_000_000,
             batch_size: 1000,
             autocomplete_keys: None,
+            read_connections: default_read_connections(),
         }
     }
 }
@@ -61,12 +74,37 @@ pub struct StoreStats {
     pub spans_inserted: u64,
     /// Spans merged into a row already stored under the same key.
     pub spans_merged: u64,
-    /// Spans refused: every span of an `insert` call that held an invalid one.
+    /// Spans refused because they broke Zipkin's rules (ids); each is
+    /// counted on its own, the valid spans of the same call are stored.
     pub spans_rejected: u64,
     /// Spans deleted by retention (age or size bound).
     pub spans_expired: u64,
     /// Traces deleted by retention.
     pub traces_expired: u64,
+}
+
+/// What one [`Store::insert`] call did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Spans stored (inserted or merged).
+    pub stored: usize,
+    /// Spans refused as invalid (also counted in [`StoreStats::spans_rejected`]).
+    pub rejected: usize,
+    /// The first refused span: its index in the call and why.
+    pub first_rejection: Option<(usize, String)>,
+}
+
+impl InsertOutcome {
+    /// "span 3: invalid span: traceId ... is all zeros", naming the first
+    /// refused span and how many more were refused, for logs and answers.
+    pub fn rejection_text(&self) -> Option<String> {
+        let (i, why) = self.first_rejection.as_ref()?;
+        let more = match self.rejected {
+            0 | 1 => String::new(),
+            n => format!(" (and {} more invalid span(s))", n - 1),
+        };
+        Some(format!("span {i}: {why}{more}"))
+    }
 }
 
 #[derive(Default)]
@@ -80,9 +118,11 @@ struct Counters {
 
 struct Inner {
     writer: Mutex<Connection>,
-    /// A second connection for queries (file databases only: WAL lets it
-    /// read while the writer writes). In memory, queries use the writer.
-    reader: Option<Mutex<Connection>>,
+    /// Connections for queries (file databases only: WAL lets them read
+    /// while the writer writes). In memory, queries use the writer.
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next query starts looking for a free reader.
+    next_reader: AtomicU64,
     config: StoreConfig,
     counters: Counters,
 }
@@ -98,6 +138,32 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("config", &self.inner.config)
             .finish()
+    }
+}
+
+/// Asks a running query to stop early (the query server sets it when the
+/// query timeout expires, so a query nobody waits for frees its connection
+/// and its slot). Cheap to clone; clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct QueryCancel(Arc<AtomicBool>);
+
+impl QueryCancel {
+    /// Asks the query to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`QueryCancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.is_cancelled() {
+            Err(StoreError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -165,18 +231,19 @@ impl Store {
         }
         writer.execute_batch(schema::CREATE)?;
         writer.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?;
-        let reader = match reader {
-            Some(path) => {
+        let mut readers = Vec::new();
+        if let Some(path) = reader {
+            for _ in 0..config.read_connections.max(1) {
                 let r = Connection::open(path)?;
                 r.busy_timeout(Duration::from_secs(5))?;
-                Some(Mutex::new(r))
+                readers.push(Mutex::new(r));
             }
-            None => None,
-        };
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
-                reader,
+                readers,
+                next_reader: AtomicU64::new(0),
                 config,
                 counters: Counters::default(),
             }),
@@ -200,38 +267,60 @@ impl Store {
         }
     }
 
+    /// A free read connection (the first one not in use, from a rotating
+    /// start), else waits for one; the writer for an in-memory store.
     fn read(&self) -> MutexGuard<'_, Connection> {
-        lock(self.inner.reader.as_ref().unwrap_or(&self.inner.writer))
+        let readers = &self.inner.readers;
+        if readers.is_empty() {
+            return lock(&self.inner.writer);
+        }
+        let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed) as usize;
+        for i in 0..readers.len() {
+            let r = &readers[(start + i) % readers.len()];
+            match r.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&readers[start % readers.len()])
     }
 
     /// Validates and stores spans, visible to queries when this returns.
     ///
-    /// All spans are validated first: if one is invalid nothing is stored,
-    /// the error names it, and every span of the call is counted as rejected. Spans are
+    /// Each span is validated on its own: an invalid one (a zero or
+    /// malformed id, say) is skipped and counted in
+    /// [`StoreStats::spans_rejected`], and the valid spans of the call are
+    /// stored anyway, so one bad span never costs its whole batch. Spans are
     /// written in transactions of at most `batch_size`. A span whose key
     /// (trace id, span id, kind, shared, local service) is already stored
     /// is merged into it, so re-sending is idempotent and late reports of a
-    /// span complete it. Returns how many spans were given.
-    pub fn insert(&self, spans: &[Span]) -> Result<usize, StoreError> {
+    /// span complete it. An `Err` means the database failed (nothing of the
+    /// failed transaction is stored); refused spans are in the outcome.
+    pub fn insert(&self, spans: &[Span]) -> Result<InsertOutcome, StoreError> {
         let mut clean = Vec::with_capacity(spans.len());
-        for s in spans {
+        let mut outcome = InsertOutcome::default();
+        for (i, s) in spans.iter().enumerate() {
             match s.clone().normalized() {
                 Ok(s) => clean.push(s),
                 Err(e) => {
-                    let refused = spans.len() as u64;
-                    self.inner
-                        .counters
-                        .rejected
-                        .fetch_add(refused, Ordering::Relaxed);
-                    return Err(e);
+                    outcome.rejected += 1;
+                    outcome.first_rejection.get_or_insert((i, e.to_string()));
                 }
             }
+        }
+        if outcome.rejected > 0 {
+            self.inner
+                .counters
+                .rejected
+                .fetch_add(outcome.rejected as u64, Ordering::Relaxed);
         }
         let mut conn = lock(&self.inner.writer);
         for chunk in clean.chunks(self.inner.config.batch_size.max(1)) {
             self.insert_batch(&mut conn, chunk)?;
+            outcome.stored += chunk.len();
         }
-        Ok(spans.len())
+        Ok(outcome)
     }
 
     fn insert_batch(&self, conn: &mut Connection, spans: &[Span]) -> Result<(), StoreError> {
@@ -425,6 +514,16 @@ impl Store {
     /// stops once `limit` traces matched, so a query costs about what it
     /// returns rather than the size of the window.
     pub fn traces(&self, q: &QueryRequest) -> Result<Vec<Vec<Span>>, StoreError> {
+        self.traces_with(q, &QueryCancel::default())
+    }
+
+    /// [`Store::traces`], giving up with [`StoreError::Cancelled`] soon
+    /// after `cancel` is set (checked between rows and traces).
+    pub fn traces_with(
+        &self,
+        q: &QueryRequest,
+        cancel: &QueryCancel,
+    ) -> Result<Vec<Vec<Span>>, StoreError> {
         // SQL narrows candidates with necessary conditions; `q.test` decides.
         // Each condition is an uncorrelated `trace_id IN (subquery)`, which
         // SQLite evaluates once (a correlated EXISTS could pick the service
@@ -508,6 +607,7 @@ impl Store {
         let mut group: Vec<String> = Vec::new();
         let mut group_ms = None;
         loop {
+            cancel.check()?;
             let row = rows.next()?;
             let (id, ms) = match row {
                 Some(r) => (
@@ -543,6 +643,17 @@ impl Store {
         end_ts: u64,
         lookback: u64,
     ) -> Result<Vec<DependencyLink>, StoreError> {
+        self.dependencies_with(end_ts, lookback, &QueryCancel::default())
+    }
+
+    /// [`Store::dependencies`], giving up with [`StoreError::Cancelled`]
+    /// soon after `cancel` is set (checked between rows and traces).
+    pub fn dependencies_with(
+        &self,
+        end_ts: u64,
+        lookback: u64,
+        cancel: &QueryCancel,
+    ) -> Result<Vec<DependencyLink>, StoreError> {
         if end_ts == 0 {
             return Err(StoreError::InvalidQuery("endTs <= 0".into()));
         }
@@ -552,14 +663,21 @@ impl Store {
         let begin = to_i64(end_ts.saturating_sub(lookback).saturating_mul(1000));
         let end = to_i64(end_ts.saturating_add(1).saturating_mul(1000));
         let conn = self.read();
+        // Row by row (not DISTINCT in SQL, which sorts the whole window
+        // before the first row) so a cancelled query stops promptly.
         let mut stmt =
-            conn.prepare_cached("SELECT DISTINCT trace_id FROM spans WHERE ts >= ?1 AND ts < ?2")?;
-        let ids: Vec<String> = stmt
-            .query_map(params![begin, end], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+            conn.prepare_cached("SELECT trace_id FROM spans WHERE ts >= ?1 AND ts < ?2")?;
+        let mut rows = stmt.query(params![begin, end])?;
+        let mut seen: HashSet<String> = HashSet::new();
         let mut linker = DependencyLinker::default();
-        for id in ids {
+        while let Some(row) = rows.next()? {
+            cancel.check()?;
+            let id: String = row.get(0)?;
+            if seen.contains(&id) {
+                continue;
+            }
             linker.put_trace(&load_trace(&conn, &id)?);
+            seen.insert(id);
         }
         Ok(linker.links())
     }

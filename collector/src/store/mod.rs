@@ -33,6 +33,7 @@
 //! instead of being returned as separate fragments. See
 //! docs/ARCHITECTURE.md, "Embedded store".
 
+mod auth;
 pub mod cors;
 mod db;
 pub mod dependencies;
@@ -41,11 +42,13 @@ pub mod query;
 mod schema;
 pub mod span_ext;
 
+pub use auth::QueryToken;
 pub use cors::AllowedOrigins;
-pub use db::{Store, StoreConfig, StoreLocation, StoreStats};
+pub use db::{InsertOutcome, QueryCancel, Store, StoreConfig, StoreLocation, StoreStats};
 pub use dependencies::DependencyLink;
 pub use http::{
-    router, router_with, serve, serve_with, ServerConfig, ServerHandle, MAX_BODY_BYTES,
+    router, router_from, router_with, serve, serve_with, ServerConfig, ServerHandle,
+    DEFAULT_MAX_LIMIT, DEFAULT_MAX_LOOKBACK, DEFAULT_QUERY_TIMEOUT, MAX_BODY_BYTES,
 };
 pub use query::QueryRequest;
 
@@ -64,6 +67,12 @@ pub enum StoreError {
     /// A query broke Zipkin's rules.
     #[error("{0}")]
     InvalidQuery(String),
+    /// A query API token could not be read or is unusable.
+    #[error("query token: {0}")]
+    InvalidToken(String),
+    /// The query was cancelled (it ran past the query server's timeout).
+    #[error("query cancelled")]
+    Cancelled,
     /// The database was written by an incompatible version.
     #[error("database schema version {0} is not supported (expected {expected})", expected = schema::SCHEMA_VERSION)]
     SchemaVersion(i64),

@@ -163,6 +163,20 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> Answer {
     )
 }
 
+/// GET `url` with extra request headers.
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = agent().get(url);
+    for (name, value) in headers {
+        req = req.set(name, value);
+    }
+    answer(req.call())
+}
+
+/// POST `body` to `url` with no Content-Type header at all.
+pub fn post_without_content_type(url: &str, body: &[u8]) -> Answer {
+    answer(agent().post(url).send_bytes(body))
+}
+
 /// The CORS headers of an answer (lower-case names), and its status.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cors {
