@@ -284,6 +284,11 @@ impl Collector {
             shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
             ..SinkConfig::default()
         };
+        let span_limits = SpanLimits {
+            max_annotations: args.max_span_annotations,
+            max_tags: args.max_span_tags,
+            max_value_bytes: args.max_value_bytes,
+        };
         let mut sinks = Vec::new();
         let mut store = None;
         let mut query = None;
@@ -311,6 +316,7 @@ impl Collector {
                 max_spans: args.store_max_spans,
                 // Every heavy query may hold one; two more for light ones.
                 read_connections: server.max_heavy_queries + 2,
+                limits: span_limits,
                 ..StoreConfig::default()
             };
             let s = Store::open_with(StoreLocation::File(path.clone()), config)
@@ -451,11 +457,7 @@ impl Collector {
             idle_timeout: secs("idle-timeout", args.idle_timeout)?,
             linger: Duration::from_millis(args.linger_ms),
             max_open: args.max_open_spans,
-            limits: SpanLimits {
-                max_annotations: args.max_span_annotations,
-                max_tags: args.max_span_tags,
-                max_value_bytes: args.max_value_bytes,
-            },
+            limits: span_limits,
         };
         let checkpoints = (state.is_some() || args.archive.is_some()).then(|| Checkpointing {
             state,

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use blkkin_collector::assemble::SpanLimits;
 use blkkin_collector::model::{Annotation, SpanKind};
 use blkkin_collector::store::query::parse_annotation_query;
 use blkkin_collector::store::{QueryRequest, Store, StoreConfig, StoreLocation};
@@ -99,6 +100,54 @@ fn invalid_spans_are_refused_and_counted_one_by_one() {
     assert_eq!(store.span_count().unwrap(), 1, "the good span is stored");
     assert_eq!(store.stats().spans_rejected, 2);
     assert!(store.trace("not-hex").is_err());
+}
+
+/// Posted spans (and merges of reports) are held to the same per-span caps
+/// as assembled ones: before, a span could grow without bound.
+#[test]
+fn stored_spans_are_capped_and_the_cuts_counted() {
+    let store = Store::open_with(
+        StoreLocation::Memory,
+        StoreConfig {
+            limits: SpanLimits {
+                max_annotations: 2,
+                max_tags: 2,
+                max_value_bytes: 4,
+            },
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let now = now_ms();
+    let mut s = span("a", "1", None, "osd", "x", now);
+    for (i, v) in ["e1", "e2", "e3"].iter().enumerate() {
+        s.annotations.push(Annotation {
+            timestamp: now * 1000 + i as u64,
+            value: v.to_string(),
+        });
+    }
+    s.tags.insert("a".into(), "123456".into());
+    s.tags.insert("b".into(), "1".into());
+    s.tags.insert("c".into(), "1".into());
+    store.insert(&[s]).unwrap();
+    let mut late = span("a", "1", None, "osd", "x", now);
+    late.tags.insert("0".into(), "late".into());
+    store.insert(&[late]).unwrap();
+    let got = &store.trace("a").unwrap()[0];
+    let values: Vec<&str> = got.annotations.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(values, ["e1", "e2"]);
+    let tags: Vec<(&str, &str)> = got
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(tags, [("0", "late"), ("a", "1234")]);
+    let st = store.stats();
+    assert_eq!(
+        (st.annotations_dropped, st.tags_dropped, st.values_truncated),
+        (1, 2, 1),
+        "one tag cut at insert, one after the merge"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::assemble::SpanLimits;
 use crate::model::{Span, SpanKind};
 
 use super::dependencies::{DependencyLink, DependencyLinker};
@@ -45,6 +46,9 @@ pub struct StoreConfig {
     /// (see `ServerConfig::max_heavy_queries`): light queries such as
     /// `/api/v2/services` then always find one free.
     pub read_connections: usize,
+    /// What one stored span may hold (the collector's caps, applied to
+    /// posted spans and to the result of merging reports too).
+    pub limits: SpanLimits,
 }
 
 /// The default number of read connections: one per core for heavy queries,
@@ -61,6 +65,7 @@ impl Default for StoreConfig {
             batch_size: 1000,
             autocomplete_keys: None,
             read_connections: default_read_connections(),
+            limits: SpanLimits::default(),
         }
     }
 }
@@ -81,6 +86,12 @@ pub struct StoreStats {
     pub spans_expired: u64,
     /// Traces deleted by retention.
     pub traces_expired: u64,
+    /// Annotations dropped because their span held `limits.max_annotations`.
+    pub annotations_dropped: u64,
+    /// Tags dropped because their span held `limits.max_tags`.
+    pub tags_dropped: u64,
+    /// Annotation values, tag keys and values cut to `limits.max_value_bytes`.
+    pub values_truncated: u64,
 }
 
 /// What one [`Store::insert`] call did.
@@ -114,6 +125,9 @@ struct Counters {
     rejected: AtomicU64,
     spans_expired: AtomicU64,
     traces_expired: AtomicU64,
+    annotations_dropped: AtomicU64,
+    tags_dropped: AtomicU64,
+    values_truncated: AtomicU64,
 }
 
 struct Inner {
@@ -264,6 +278,9 @@ impl Store {
             spans_rejected: c.rejected.load(Ordering::Relaxed),
             spans_expired: c.spans_expired.load(Ordering::Relaxed),
             traces_expired: c.traces_expired.load(Ordering::Relaxed),
+            annotations_dropped: c.annotations_dropped.load(Ordering::Relaxed),
+            tags_dropped: c.tags_dropped.load(Ordering::Relaxed),
+            values_truncated: c.values_truncated.load(Ordering::Relaxed),
         }
     }
 
@@ -302,7 +319,10 @@ impl Store {
         let mut outcome = InsertOutcome::default();
         for (i, s) in spans.iter().enumerate() {
             match s.clone().normalized() {
-                Ok(s) => clean.push(s),
+                Ok(mut s) => {
+                    self.cap(&mut s);
+                    clean.push(s);
+                }
                 Err(e) => {
                     outcome.rejected += 1;
                     outcome.first_rejection.get_or_insert((i, e.to_string()));
@@ -366,6 +386,7 @@ impl Store {
                     Some((pk, json)) => {
                         let mut old: Span = serde_json::from_str(&json)?;
                         old.merge(span.clone());
+                        self.cap(&mut old);
                         update.execute(params![
                             pk,
                             old.parent_id,
@@ -414,6 +435,55 @@ impl Store {
         c.inserted.fetch_add(inserted, Ordering::Relaxed);
         c.merged.fetch_add(merged, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Holds `span` to the configured limits, counting what is cut.
+    fn cap(&self, span: &mut Span) {
+        let limits = &self.inner.config.limits;
+        let c = &self.inner.counters;
+        let count = |counter: &AtomicU64, n: usize| {
+            if n > 0 {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        };
+        // Annotations are sorted by time: the earliest are kept.
+        let extra = span
+            .annotations
+            .len()
+            .saturating_sub(limits.max_annotations);
+        span.annotations.truncate(limits.max_annotations);
+        count(&c.annotations_dropped, extra);
+        let extra = span.tags.len().saturating_sub(limits.max_tags);
+        if extra > 0 {
+            // Keys in order: the first `max_tags` are kept.
+            let dropped: Vec<String> = span.tags.keys().skip(limits.max_tags).cloned().collect();
+            for k in dropped {
+                span.tags.remove(&k);
+                span.integer_tags.remove(&k);
+            }
+        }
+        count(&c.tags_dropped, extra);
+        let max = limits.max_value_bytes;
+        let mut cut = 0;
+        for a in &mut span.annotations {
+            cut += usize::from(cut_to(&mut a.value, max));
+        }
+        if span
+            .tags
+            .iter()
+            .any(|(k, v)| k.len() > max || v.len() > max)
+        {
+            let tags = std::mem::take(&mut span.tags);
+            for (mut k, mut v) in tags {
+                let key_cut = cut_to(&mut k, max);
+                cut += usize::from(key_cut) + usize::from(cut_to(&mut v, max));
+                if key_cut {
+                    span.integer_tags.remove(&k);
+                }
+                span.tags.insert(k, v);
+            }
+        }
+        count(&c.values_truncated, cut);
     }
 
     fn autocompletes(&self, key: &str) -> bool {
@@ -756,6 +826,20 @@ impl Store {
         self.read().query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary; whether it
+/// was cut.
+fn cut_to(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
 }
 
 fn load_trace(conn: &Connection, trace_id: &str) -> Result<Vec<Span>, StoreError> {
