@@ -71,6 +71,11 @@ def main(results_dir, dst):
                 out += render(json.load(f))
         else:
             out += [f"## {title}", "", f"Not measured yet: run `bash bench/run.sh {name}`.", ""]
+    fuzz = os.path.join(results_dir, "fuzz.jsonl")
+    if os.path.exists(fuzz):
+        out += fuzz_section(load(fuzz))
+    else:
+        out += ["## Fuzzing (issue 13)", "", "Not run yet: run `bash bench/run.sh fuzz`.", ""]
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     with open(dst, "w") as fh:
         fh.write("\n".join(out) + "\n")
@@ -468,6 +473,32 @@ def cassandra_section(c):
         w("")
     w("Reproduce: `bash bench/run.sh cassandra` (about 10 minutes; needs java and mvn); raw numbers in "
       "`bench/results/cassandra.json`.")
+    w("")
+    return out
+
+
+def fuzz_section(runs):
+    out = ["## Fuzzing (issue 13)", ""]
+    w = out.append
+    w("cargo-fuzz (libFuzzer, AddressSanitizer) on every decoder of outside bytes, each target from its "
+      "corpus in `fuzz/corpus/`; a crash leaves its input in `fuzz/artifacts/` and gets a regression test.")
+    w("")
+    w("| target | decodes | seconds | executions | exec/s | corpus | findings |")
+    w("|---|---|---|---|---|---|---|")
+    what = {
+        "frame_decoder": "relay wire frames (relay, consumer, readers)",
+        "ring_reader": "a ring in shared memory",
+        "segment_recovery": "relay segment files at recovery, and reads",
+        "span_json": "`POST /api/v2/spans` bodies",
+        "scribe_reply": "a Scribe server's Thrift reply",
+    }
+    for r in runs:
+        rate = r["executions"] / r["seconds"] if r["seconds"] else 0
+        found = "none" if r["exit"] == 0 and r["crashes"] == 0 else f"**exit {r['exit']}, {r['crashes']} crash input(s)**"
+        w(f"| {r['target']} | {what.get(r['target'], '')} | {r['seconds']} | {r['executions']:,} | "
+          f"{rate:,.0f} | {r['corpus']} | {found} |")
+    w("")
+    w("Reproduce: `bash bench/run.sh fuzz` (10 minutes per target); the test command runs each for 30 s.")
     w("")
     return out
 

@@ -24,7 +24,10 @@
 # collector|archive|cassandra` (results in collector.json, archive.json,
 # cassandra.json, kept like the others).
 #
-# usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|report]
+# `bash bench/run.sh fuzz` runs every fuzz target of fuzz/ for 10 minutes
+# (scripts/fuzz.sh; results in fuzz.jsonl).
+#
+# usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|fuzz|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
@@ -41,9 +44,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | collector | archive | cassandra | report) ;;
+all | record | pipeline | collector | archive | cassandra | fuzz | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|fuzz|report]" >&2
 	exit 2
 	;;
 esac
@@ -77,6 +80,12 @@ if [ "$WHAT" = archive ]; then
 fi
 if [ "$WHAT" = cassandra ]; then
 	bash "$ROOT/bench/cassandra.sh" "$RESULTS/cassandra.json"
+	report
+	exit 0
+fi
+if [ "$WHAT" = fuzz ]; then
+	# Findings are reported in the table too: the run's failure does not stop it.
+	bash "$ROOT/scripts/fuzz.sh" "${BLKKIN_FUZZ_SECONDS:-600}" "$RESULTS/fuzz.jsonl" || log "fuzzing found something: see the table"
 	report
 	exit 0
 fi

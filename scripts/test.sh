@@ -5,8 +5,10 @@
 #      compile the C/C++ programs in tests/c against include/ and -lblkin
 #   3. the ring writer/reader tests under AddressSanitizer (nightly)
 #   4. the ring protocol tests under Miri (nightly)
-# Steps 3-4 need the nightly toolchain with miri and rust-src (.ci/run installs
-# them); set BLKKIN_SKIP_NIGHTLY=1 to skip them on a machine without it.
+#   5. every fuzz target of fuzz/ for 30 s (scripts/fuzz.sh; cargo-fuzz)
+# Steps 3-5 need the nightly toolchain with miri and rust-src, and cargo-fuzz
+# (.ci/run installs them); set BLKKIN_SKIP_NIGHTLY=1 to skip them on a machine
+# without it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,3 +34,5 @@ step "ring protocol tests under Miri"
 # into atomically-read memory makes; data-race detection stays on.
 MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-disable-weak-memory-emulation" \
 	cargo +nightly miri test -q -p blkkin --lib -- ring::
+step "fuzz targets, 30 s each"
+bash scripts/fuzz.sh "${BLKKIN_FUZZ_SECONDS:-30}"

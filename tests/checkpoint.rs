@@ -253,8 +253,11 @@ fn a_killed_collector_resumes_from_its_checkpoint_not_from_the_oldest_record() {
         state.to_str().unwrap(),
         "--checkpoint-interval",
         "0.3",
+        // Pairing the two sides of a shared span (the remote endpoint the
+        // comparison checks) needs both within the linger; 100 ms failed
+        // under the load of the full test run.
         "--linger-ms",
-        "100",
+        "1500",
         "--stats-interval",
         "0.2",
     ]
@@ -339,8 +342,11 @@ fn archive_args(archive: &str, state: &Path) -> Vec<String> {
         "blkkin",
         "--state-dir",
         state.to_str().unwrap(),
+        // Pairing the two sides of a shared span (the remote endpoint the
+        // comparison checks) needs both within the linger; 100 ms failed
+        // under the load of the full test run.
         "--linger-ms",
-        "100",
+        "1500",
         "--stats-interval",
         "0.5",
         "--name",
