@@ -28,6 +28,12 @@ pub struct ArchiveConfig {
     pub roll_interval: Duration,
     /// Compressed bytes gathered per file before they are written out.
     pub flush_bytes: usize,
+    /// Most partitions (hours) with a file open at once: spans whose hour
+    /// would open one more go to the hour they arrive in instead (their
+    /// timestamp unchanged; counted in [`ArchiveStats::spans_repartitioned`])
+    /// and a commit is due. Spans with timestamps spread over years cannot
+    /// make the writer hold a file (and an encoder) per hour.
+    pub max_open_partitions: usize,
 }
 
 impl ArchiveConfig {
@@ -40,6 +46,7 @@ impl ArchiveConfig {
             roll_bytes: 128 << 20,
             roll_interval: Duration::from_secs(300),
             flush_bytes: 1 << 20,
+            max_open_partitions: 64,
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct ArchiveStats {
     pub renames_already_done: u64,
     /// Files finished by recovery from a manifest (crash mid-commit).
     pub recovered_files: u64,
+    /// Spans filed under their arrival hour because their own hour would
+    /// have opened more than `max_open_partitions` files.
+    pub spans_repartitioned: u64,
     /// In-progress files of an unfinished commit deleted by recovery; their
     /// spans were never acknowledged and come again from the relay.
     pub discarded_tmp_files: u64,
@@ -299,7 +309,13 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
 
     fn encode_all(&mut self, first: u64, spans: &[Span]) -> Result<(), ArchiveError> {
         for span in spans {
-            let partition = Partition::of_micros(span.timestamp.unwrap_or_else(now_micros));
+            let mut partition = Partition::of_micros(span.timestamp.unwrap_or_else(now_micros));
+            if !self.open.contains_key(&partition)
+                && self.open.len() >= self.config.max_open_partitions
+            {
+                partition = Partition::of_micros(now_micros());
+                self.stats.spans_repartitioned += 1;
+            }
             self.line.clear();
             serde_json::to_writer(&mut self.line, span)
                 .map_err(|e| ArchiveError::Io(format!("cannot encode span: {e}")))?;
@@ -345,6 +361,7 @@ impl<F: ArchiveFs> ArchiveWriter<F> {
     pub fn roll_due(&self) -> bool {
         self.first.is_some()
             && (self.buffered_bytes >= self.config.roll_bytes
+                || self.open.len() >= self.config.max_open_partitions
                 || self
                     .started
                     .is_some_and(|t| t.elapsed() >= self.config.roll_interval))
@@ -536,6 +553,24 @@ mod tests {
                 "dt=1970-01-01/hour=11/w1-00000000000000000001-00000000000000000001.ndjson",
             ]
         );
+    }
+
+    #[test]
+    fn open_partitions_are_capped_and_the_rest_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ArchiveConfig::new("w1");
+        config.max_open_partitions = 3;
+        let mut w = ArchiveWriter::open(LocalFs::new(dir.path()).unwrap(), config).unwrap();
+        let hour = 3_600_000_000;
+        // Ten spans, each in another hour of 1970 (none is the arrival hour).
+        let spans: Vec<Span> = (0..10).map(|i| span(i, i * 1000 * hour)).collect();
+        w.append(1, &spans).unwrap();
+        assert!(w.open.len() <= 4, "three hours and the arrival hour");
+        assert_eq!(w.stats().spans_repartitioned, 7);
+        assert!(w.roll_due(), "a commit is due at the cap");
+        let token = w.commit().unwrap();
+        assert_eq!(token.spans, 10, "every span archived");
+        assert_eq!(token.files.len(), 4);
     }
 
     #[test]
