@@ -299,8 +299,8 @@ fn a_killed_collector_resumes_from_its_checkpoint_not_from_the_oldest_record() {
     wait("the new records", Duration::from_secs(60), || {
         counter(&second.log(), "relay counters", "annotations") >= Some(total2 - total1)
     });
-    std::thread::sleep(Duration::from_millis(500));
-    // The store holds both runs' traces, complete.
+    // The store holds both runs' traces, complete (once the second run's
+    // sides have lingered and been emitted).
     let log = second.log();
     let api = log
         .split("Zipkin API of the embedded store on ")
@@ -309,9 +309,20 @@ fn a_killed_collector_resumes_from_its_checkpoint_not_from_the_oldest_record() {
         .expect("the store's address in the log")
         .to_string();
     let url = format!("{api}/api/v2/traces?limit=100000&lookback=86400000");
-    let body = ureq::get(&url).call().unwrap().into_string().unwrap();
-    let stored: Value = serde_json::from_str(&body).unwrap();
-    let stored = stored.as_array().unwrap();
+    let traces = || -> Vec<Value> {
+        let body = ureq::get(&url).call().unwrap().into_string().unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    wait(
+        "both runs' traces in the store",
+        Duration::from_secs(30),
+        || {
+            let t = traces();
+            t.len() >= 120 && t.iter().all(|t| t.as_array().unwrap().len() == 7)
+        },
+    );
+    let stored = traces();
     assert_eq!(stored.len(), 120, "traces in the store");
     assert!(stored.iter().all(|t| t.as_array().unwrap().len() == 7));
     let log2 = second.stop();
