@@ -20,6 +20,9 @@ step "cargo clippy"
 cargo clippy --all-targets --workspace -q -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
+step "the TLS building blocks (feature certs of libblkkin)"
+cargo clippy -p blkkin --features certs --all-targets -q -- -D warnings
+cargo test -q -p blkkin --features certs --lib tls::
 
 if [ "${BLKKIN_SKIP_NIGHTLY:-0}" = 1 ]; then
 	echo "BLKKIN_SKIP_NIGHTLY=1: skipping the sanitizer and Miri runs"

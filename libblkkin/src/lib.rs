@@ -28,6 +28,8 @@ pub mod ring;
 pub mod ringset;
 pub mod rseq;
 pub mod sampling;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod trace;
 pub mod wire;
 
