@@ -339,6 +339,44 @@ fn stopping_drains_and_waits_for_acks_but_not_for_live_writers() {
     );
 }
 
+/// Serves one connection of a scripted relay: a Welcome to the Hello, then
+/// `answer` for every other frame (an answer and whether to close after
+/// it, or nothing). Returns when the consumer hangs up or after a close.
+fn script(mut sock: TcpStream, name: &str, mut answer: impl FnMut(Frame) -> Option<(Frame, bool)>) {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut fb = FrameBuffer::new(DEFAULT_MAX_FRAME);
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) | Err(_) => return, // the consumer hung up
+            Ok(n) => n,
+        };
+        fb.extend(&buf[..n]);
+        while let Some(f) = fb.next_frame().unwrap() {
+            let (reply, close) = match f {
+                Frame::Hello { .. } => (
+                    Frame::Welcome {
+                        version: VERSION,
+                        name: name.into(),
+                        idle_timeout_ms: 0,
+                    },
+                    false,
+                ),
+                other => match answer(other) {
+                    Some(a) => a,
+                    None => continue,
+                },
+            };
+            let mut out = Vec::new();
+            reply.encode(&mut out);
+            let _ = sock.write_all(&out);
+            if close {
+                return;
+            }
+        }
+    }
+}
+
 /// A relay that acknowledges positions it was never sent (a hijacked stream
 /// or a relay that is not ours) releases nothing: the consumer drops the
 /// connection, counts it, and a sane relay later gets every record.
@@ -353,35 +391,18 @@ fn an_ack_beyond_what_was_sent_is_refused() {
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut fb = FrameBuffer::new(DEFAULT_MAX_FRAME);
-        let mut buf = [0u8; 65536];
-        loop {
-            let n = match sock.read(&mut buf) {
-                Ok(0) | Err(_) => break, // the consumer hung up
-                Ok(n) => n,
-            };
-            fb.extend(&buf[..n]);
-            while let Some(f) = fb.next_frame().unwrap() {
-                let answer = match f {
-                    Frame::Hello { .. } => Frame::Welcome {
-                        version: VERSION,
-                        name: "liar".into(),
-                        idle_timeout_ms: 0,
-                    },
-                    Frame::OpenStream { handle, .. } => Frame::Ack { handle, next: 0 },
-                    Frame::Records { handle, .. } => Frame::Ack {
-                        handle,
-                        next: 1 << 62,
-                    },
-                    _ => continue,
-                };
-                let mut out = Vec::new();
-                answer.encode(&mut out);
-                let _ = sock.write_all(&out);
-            }
-        }
+        let (sock, _) = listener.accept().unwrap();
+        script(sock, "liar", |f| match f {
+            Frame::OpenStream { handle, .. } => Some((Frame::Ack { handle, next: 0 }, false)),
+            Frame::Records { handle, .. } => Some((
+                Frame::Ack {
+                    handle,
+                    next: 1 << 62,
+                },
+                false,
+            )),
+            _ => None,
+        });
         let mut seen = Seen::new();
         let (sock, _) = listener.accept().unwrap();
         serve(sock, &mut seen, true, None);
@@ -410,44 +431,18 @@ fn a_relay_failing_every_write_is_retried_with_exponential_backoff() {
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         for sock in listener.incoming() {
-            let Ok(mut sock) = sock else { return };
-            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut fb = FrameBuffer::new(DEFAULT_MAX_FRAME);
-            let mut buf = [0u8; 65536];
-            'conn: loop {
-                let n = match sock.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                fb.extend(&buf[..n]);
-                while let Some(f) = fb.next_frame().unwrap() {
-                    let (answer, close) = match f {
-                        Frame::Hello { .. } => (
-                            Frame::Welcome {
-                                version: VERSION,
-                                name: "full".into(),
-                                idle_timeout_ms: 0,
-                            },
-                            false,
-                        ),
-                        Frame::OpenStream { handle, .. } => (Frame::Ack { handle, next: 0 }, false),
-                        Frame::Records { .. } => (
-                            Frame::Error {
-                                code: blkkin::wire::ErrorCode::Unavailable,
-                                message: "No space left on device (os error 28)".into(),
-                            },
-                            true,
-                        ),
-                        _ => continue,
-                    };
-                    let mut out = Vec::new();
-                    answer.encode(&mut out);
-                    let _ = sock.write_all(&out);
-                    if close {
-                        break 'conn;
-                    }
-                }
-            }
+            let Ok(sock) = sock else { return };
+            script(sock, "full", |f| match f {
+                Frame::OpenStream { handle, .. } => Some((Frame::Ack { handle, next: 0 }, false)),
+                Frame::Records { .. } => Some((
+                    Frame::Error {
+                        code: blkkin::wire::ErrorCode::Unavailable,
+                        message: "No space left on device (os error 28)".into(),
+                    },
+                    true,
+                )),
+                _ => None,
+            });
         }
     });
     let mut cfg = Config::new(d.path().to_owned(), addr);
