@@ -1073,16 +1073,6 @@ impl Store {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Number of streams held.
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    /// True when no stream is held.
-    pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
-    }
-
     /// Removes the stream of `key` (and its directory) if it never received
     /// a record and nobody else holds it: a consumer that opens streams and
     /// sends nothing leaves nothing behind. Returns whether it was removed.
