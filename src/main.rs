@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blkkin::ring::ReadMode;
+use blkkin::tls::certs::CertRequest;
+use blkkin::tls::ClientAuthOptions;
 use clap::{Parser, Subcommand};
 
 // The collector runs in this process under `blkkin up`/`demo`.
@@ -86,6 +88,8 @@ enum Command {
         /// Exit after this many annotations.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        #[command(flatten)]
+        auth: ClientAuthOptions,
     },
     /// Run the whole pipeline with a sample traced storage stack, then show
     /// where to look.
@@ -134,6 +138,40 @@ enum Command {
         /// sample, no rates).
         #[arg(long, default_value_t = 1.0, value_name = "SECS")]
         interval: f64,
+        #[command(flatten)]
+        auth: ClientAuthOptions,
+    },
+    /// Make a test CA and certificates for relays, producers and readers.
+    ///
+    /// Writes PEM files (keys mode 0600) into --out: with --ca a new CA
+    /// (ca.pem, ca.key); with --server a relay certificate (server.pem,
+    /// server.key) for those host names or IP addresses; with --producer
+    /// NODE a consumer's certificate (producer-NODE.pem/.key, SAN URI
+    /// blkkin:producer:NODE: it may only send that node's streams); with
+    /// --reader NAME a reader's (reader-NAME.pem/.key, blkkin:reader:NAME:
+    /// it may only read). Without --ca it signs with the ca.key already in
+    /// --out. For production, an organisation's own PKI does the same job
+    /// (docs/SECURITY.md, "Setting up certificates").
+    ///
+    /// Example: blkkin certs --out /etc/blkkin/pki --ca --server relay1.example,10.0.0.5 \
+    ///              --producer osd-1 --reader collector
+    #[command(verbatim_doc_comment)]
+    Certs {
+        /// Directory to write into (created mode 0700).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Make a new CA first (replacing ca.pem/ca.key in --out).
+        #[arg(long)]
+        ca: bool,
+        /// Relay certificate for these host names / IP addresses (comma-separated).
+        #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+        server: Vec<String>,
+        /// Producer (consumer daemon) certificate for this node; repeatable.
+        #[arg(long, value_name = "NODE")]
+        producer: Vec<String>,
+        /// Reader (collector, tail, status) certificate of this name; repeatable.
+        #[arg(long, value_name = "NAME")]
+        reader: Vec<String>,
     },
     /// Latency and error statistics from the span archive (local or HDFS).
     ///
@@ -167,6 +205,21 @@ pub(crate) fn ring_dir(dir: Option<PathBuf>) -> PathBuf {
             .map(PathBuf::from)
     })
     .unwrap_or_else(blkkin::config::default_shm_dir)
+}
+
+/// Runs `blkkin certs`.
+fn certs(req: CertRequest) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        req.new_ca
+            || !req.server.is_empty()
+            || !req.producers.is_empty()
+            || !req.readers.is_empty(),
+        "nothing to make: give --ca, --server, --producer or --reader"
+    );
+    for path in blkkin::tls::certs::generate(&req)? {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dump(dir: Option<PathBuf>, json: bool, consume: bool) -> anyhow::Result<ExitCode> {
@@ -274,12 +327,27 @@ fn main() -> ExitCode {
             json,
             from_oldest,
             count,
-        } => tail::tail(&relay, json, from_oldest, count),
+            auth,
+        } => tail::tail(&relay, &auth, json, from_oldest, count),
         Command::Status {
             relay,
             json,
             interval,
-        } => status::status(&relay, json, interval),
+            auth,
+        } => status::status(&relay, &auth, json, interval),
+        Command::Certs {
+            out,
+            ca,
+            server,
+            producer,
+            reader,
+        } => certs(CertRequest {
+            out,
+            new_ca: ca,
+            server,
+            producers: producer,
+            readers: reader,
+        }),
     };
     match result {
         Ok(code) => code,

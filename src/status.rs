@@ -7,14 +7,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blkkin::relay_client::RelayReader;
+use blkkin::tls::{ClientAuth, ClientAuthOptions};
 use blkkin::wire::{PeerStatus, StatusReport, StreamCounters, StreamKey};
 
 /// Runs `blkkin status`.
-pub fn status(relay: &str, json: bool, interval: f64) -> anyhow::Result<ExitCode> {
+pub fn status(
+    relay: &str,
+    auth: &ClientAuthOptions,
+    json: bool,
+    interval: f64,
+) -> anyhow::Result<ExitCode> {
     let interval = Duration::try_from_secs_f64(interval)
         .with_context(|| format!("invalid --interval {interval}"))?;
     let name = format!("blkkin-status-{}", std::process::id());
-    let mut reader = RelayReader::connect(relay, &name)
+    let auth = ClientAuth::from_options(auth)?;
+    let mut reader = RelayReader::connect_with(relay, &name, &auth)
         .with_context(|| format!("connecting to relay {relay}"))?;
     let first = reader.status().context("asking the relay for its status")?;
     let t0 = Instant::now();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use blkkin::relay_client::{Event, RelayReader, StreamInfo};
+use blkkin::tls::{ClientAuth, ClientAuthOptions};
 use blkkin::wire::{Start, StreamKey};
 
 /// One line about a stream whose loss changed.
@@ -54,12 +55,14 @@ fn loss_line(s: &StreamInfo, json: bool) -> String {
 /// Runs `blkkin tail`.
 pub fn tail(
     relay: &str,
+    auth: &ClientAuthOptions,
     json: bool,
     from_oldest: bool,
     count: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let name = format!("blkkin-tail-{}", std::process::id());
-    let mut reader = RelayReader::connect(relay, &name)
+    let auth = ClientAuth::from_options(auth)?;
+    let mut reader = RelayReader::connect_with(relay, &name, &auth)
         .with_context(|| format!("connecting to relay {relay}"))?;
     reader.subscribe(
         None,
@@ -131,7 +134,7 @@ pub fn tail(
             let mut delay = Duration::from_millis(100);
             loop {
                 std::thread::sleep(delay);
-                match reader.reconnect(relay, &name) {
+                match reader.reconnect_with(relay, &name, &auth) {
                     Ok(()) => break,
                     Err(e) => eprintln!("blkkin tail: {e}"),
                 }

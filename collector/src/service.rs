@@ -201,6 +201,10 @@ pub struct CollectorArgs {
     #[arg(long, default_value = "blkkin-collector")]
     pub name: String,
 
+    /// TLS and token settings for the relay connections (docs/SECURITY.md).
+    #[command(flatten)]
+    pub relay_auth: blkkin::tls::ClientAuthOptions,
+
     /// Keep checkpoints here: each relay stream's next position and the
     /// assembler's open spans, written once every durable sink (store,
     /// Cassandra, archive) acknowledged the spans before them. A restart
@@ -492,6 +496,8 @@ impl Collector {
             (_, ck) => (SpanAssembler::new(assembler_config), ck),
         };
 
+        let auth = blkkin::tls::ClientAuth::from_options(&args.relay_auth)
+            .context("relay authentication settings")?;
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let mut sources = Vec::new();
         for (i, relay) in relays.iter().enumerate() {
@@ -505,6 +511,7 @@ impl Collector {
                 relay,
                 i,
                 &args.name,
+                &auth,
                 resume,
                 tx.clone(),
             )?);

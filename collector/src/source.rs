@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use blkkin::annotation::Annotation;
 use blkkin::relay_client::{Event, RelayReader};
+use blkkin::tls::ClientAuth;
 use blkkin::wire::StreamKey;
 
 /// Counters of one relay source.
@@ -65,14 +66,16 @@ impl RelaySource {
         addr: &str,
         index: usize,
         name: &str,
+        auth: &ClientAuth,
         resume: Vec<(StreamKey, u64)>,
         tx: SyncSender<SourceBatch>,
     ) -> std::io::Result<RelaySource> {
         let stats = Arc::new(SourceStats::default());
         let (a, n, s) = (addr.to_string(), name.to_string(), stats.clone());
+        let auth = auth.clone();
         let thread = std::thread::Builder::new()
             .name(format!("relay {addr}"))
-            .spawn(move || read_relay(&a, index, &n, resume, &tx, &s))?;
+            .spawn(move || read_relay(&a, index, &n, &auth, resume, &tx, &s))?;
         Ok(RelaySource {
             addr: addr.to_string(),
             stats,
@@ -85,6 +88,7 @@ fn read_relay(
     addr: &str,
     index: usize,
     name: &str,
+    auth: &ClientAuth,
     resume: Vec<(StreamKey, u64)>,
     tx: &SyncSender<SourceBatch>,
     stats: &SourceStats,
@@ -97,8 +101,8 @@ fn read_relay(
     loop {
         // (Re)connect; the reader keeps what it delivered across reconnects.
         let connected = match reader.as_mut() {
-            Some(r) => r.reconnect(addr, name),
-            None => RelayReader::connect(addr, name).map(|mut r| {
+            Some(r) => r.reconnect_with(addr, name, auth),
+            None => RelayReader::connect_with(addr, name, auth).map(|mut r| {
                 for (key, next) in resume.take().unwrap_or_default() {
                     r.resume_at(key, next);
                 }

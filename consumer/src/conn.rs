@@ -8,19 +8,19 @@
 //! the kernel and stalled every round of a busy drain).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use blkkin::wire::{Frame, FrameBuffer, Role, DEFAULT_MAX_FRAME, VERSION};
+use blkkin::tls::{ClientAuth, ClientStream};
+use blkkin::wire::{ErrorCode, Frame, FrameBuffer, Role, DEFAULT_MAX_FRAME, VERSION};
 
 /// Heartbeat interval when the relay has no idle timeout.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// An open connection to the relay.
 pub(crate) struct Conn {
-    sock: TcpStream,
+    sock: ClientStream,
     frames: FrameBuffer,
     last_sent: Instant,
     /// Send a heartbeat after this long without sending anything.
@@ -33,23 +33,19 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects to `relay`, says Hello as consumer `node` and checks the
-    /// Welcome. The heartbeat interval is `heartbeat`, or a third of the
-    /// idle timeout the relay announced.
+    /// Connects to `relay` (with TLS and a token as `auth` says), says Hello
+    /// as consumer `node` and checks the Welcome. The heartbeat interval is
+    /// `heartbeat`, or a third of the idle timeout the relay announced.
     pub(crate) fn open(
         relay: &str,
         node: &str,
         heartbeat: Option<Duration>,
+        auth: &ClientAuth,
     ) -> anyhow::Result<Conn> {
-        let addr = relay
-            .to_socket_addrs()
-            .context("resolving the relay address")?
-            .next()
-            .context("the relay address resolves to nothing")?;
-        let sock =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connecting")?;
-        sock.set_nodelay(true).ok();
-        sock.set_write_timeout(Some(Duration::from_secs(5))).ok();
+        let sock = ClientStream::connect(relay, auth, Duration::from_secs(2))?;
+        sock.socket()
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .ok();
         let mut conn = Conn {
             sock,
             frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
@@ -62,8 +58,11 @@ impl Conn {
             version: VERSION,
             role: Role::Consumer,
             name: node.to_string(),
+            token: auth.token.clone(),
         })?;
-        conn.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        conn.sock
+            .socket()
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let idle_ms = match conn.read_frame()? {
             Some(Frame::Welcome {
                 version,
@@ -73,6 +72,10 @@ impl Conn {
             Some(Frame::Welcome { version, .. }) => {
                 anyhow::bail!("relay speaks protocol version {version}, we speak {VERSION}")
             }
+            Some(Frame::Error {
+                code: ErrorCode::Denied,
+                message,
+            }) => anyhow::bail!("relay denied access: {message} (see docs/SECURITY.md)"),
             Some(Frame::Error { message, .. }) => anyhow::bail!("relay refused: {message}"),
             other => anyhow::bail!("unexpected answer to Hello: {other:?}"),
         };
@@ -81,7 +84,7 @@ impl Conn {
         } else {
             Duration::from_millis(u64::from(idle_ms) / 3)
         });
-        conn.sock.set_read_timeout(None)?;
+        conn.sock.socket().set_read_timeout(None)?;
         let mut sock = conn.sock.try_clone().context("cloning the socket")?;
         let mut frames = std::mem::replace(&mut conn.frames, FrameBuffer::new(DEFAULT_MAX_FRAME));
         let (tx, rx) = mpsc::channel();
@@ -145,7 +148,7 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         // Wakes the reader thread, which then ends.
-        self.sock.shutdown(Shutdown::Both).ok();
+        self.sock.shutdown().ok();
     }
 }
 
@@ -154,7 +157,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads from `sock` until `frames` holds a whole frame (blocking, up to the
 /// socket's read timeout).
-fn read_one(sock: &mut TcpStream, frames: &mut FrameBuffer) -> anyhow::Result<Frame> {
+fn read_one(sock: &mut ClientStream, frames: &mut FrameBuffer) -> anyhow::Result<Frame> {
     loop {
         if let Some(f) = frames.next_frame()? {
             return Ok(f);

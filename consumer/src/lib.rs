@@ -49,6 +49,8 @@ pub struct Config {
     /// Send a heartbeat after this long without sending anything (None: a
     /// third of the idle timeout the relay announces in its Welcome).
     pub heartbeat: Option<Duration>,
+    /// TLS settings and token for the relay connection (default: plain TCP).
+    pub auth: blkkin::tls::ClientAuth,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             max_backoff: Duration::from_secs(5),
             counters_every: Duration::from_secs(1),
             heartbeat: None,
+            auth: blkkin::tls::ClientAuth::default(),
         }
     }
 }
@@ -414,7 +417,12 @@ impl Consumer {
     }
 
     fn connect(&mut self) {
-        match Conn::open(&self.cfg.relay, &self.cfg.node, self.cfg.heartbeat) {
+        match Conn::open(
+            &self.cfg.relay,
+            &self.cfg.node,
+            self.cfg.heartbeat,
+            &self.cfg.auth,
+        ) {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.stats.connects += 1;

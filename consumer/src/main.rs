@@ -56,9 +56,50 @@ struct Cli {
     /// (e.g. "debug") [default: text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file to
+    /// have signed the relay's certificate (docs/SECURITY.md).
+    #[arg(long, value_name = "PEM", help_heading = "Relay authentication")]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM; mutual TLS). It must name the node:
+    /// SAN URI blkkin:producer:<node> (`blkkin certs --producer <node>`).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Relay authentication"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Relay authentication"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Name the relay's certificate must carry [default: the host of --relay].
+    #[arg(long, value_name = "NAME", help_heading = "Relay authentication")]
+    tls_server_name: Option<String>,
+    /// File holding this node's token for a relay with a token file (one
+    /// line; must not be readable by other users).
+    #[arg(long, value_name = "FILE", help_heading = "Relay authentication")]
+    token_file: Option<PathBuf>,
 }
 
-blkkin::file_options!(Cli: relay, dir, node, max_unacked, drain_timeout, heartbeat, log_format);
+blkkin::file_options!(
+    Cli: relay,
+    dir,
+    node,
+    max_unacked,
+    drain_timeout,
+    heartbeat,
+    log_format,
+    tls_ca,
+    tls_cert,
+    tls_key,
+    tls_server_name,
+    token_file
+);
 
 impl Cli {
     /// The consumer's settings, defaults filled in.
@@ -74,7 +115,15 @@ impl Cli {
                     .map(PathBuf::from)
             })
             .unwrap_or_else(blkkin::config::default_shm_dir);
+        let auth = blkkin::tls::ClientAuth::from_options(&blkkin::tls::ClientAuthOptions {
+            tls_ca: self.tls_ca,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            token_file: self.token_file,
+            tls_server_name: self.tls_server_name,
+        })?;
         let mut cfg = Config::new(dir, relay);
+        cfg.auth = auth;
         if let Some(node) = self.node {
             cfg.node = node;
         }

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+#[cfg(not(feature = "tls"))]
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -25,8 +26,8 @@ use crate::ring::header::{Calibration, RingInfo};
 use crate::ring::layout::CommitWord;
 use crate::ring::record::{parse_record, Record};
 use crate::wire::{
-    Frame, FrameBuffer, Role, Start, StatusReport, StreamCounters, StreamKey, StreamSummary,
-    WireError, DEFAULT_MAX_FRAME, VERSION,
+    ErrorCode, Frame, FrameBuffer, Role, Start, StatusReport, StreamCounters, StreamKey,
+    StreamSummary, WireError, DEFAULT_MAX_FRAME, VERSION,
 };
 
 /// Errors of a relay reader.
@@ -44,6 +45,13 @@ pub enum ReaderError {
     /// The relay closed the connection.
     #[error("the relay closed the connection")]
     Closed,
+    /// Connecting (or the TLS handshake) failed.
+    #[error("{0}")]
+    Connect(String),
+    /// The relay refused this client's identity (no or a wrong certificate
+    /// or token, or a role it may not take).
+    #[error("relay refused access: {0}")]
+    Denied(String),
 }
 
 /// A stream as a reader sees it.
@@ -83,9 +91,18 @@ pub enum Event<'a> {
     Counters(&'a StreamInfo),
 }
 
+/// The connection: plain or TLS with feature `tls`, plain TCP without.
+#[cfg(feature = "tls")]
+type Sock = crate::tls::ClientStream;
+#[cfg(not(feature = "tls"))]
+type Sock = TcpStream;
+
+/// How long connecting (and a TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection to a relay as a reader.
 pub struct RelayReader {
-    sock: TcpStream,
+    sock: Sock,
     frames: FrameBuffer,
     streams: HashMap<u32, StreamInfo>,
     /// Next position per stream, across subscriptions (handles may change).
@@ -93,14 +110,36 @@ pub struct RelayReader {
 }
 
 impl RelayReader {
-    /// Connects and introduces itself as reader `name`.
+    /// Connects over plain TCP and introduces itself as reader `name`.
     pub fn connect(addr: &str, name: &str) -> Result<RelayReader, ReaderError> {
-        let target = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| ReaderError::Protocol(format!("{addr} resolves to no address")))?;
-        let sock = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-        sock.set_nodelay(true).ok();
+        #[cfg(feature = "tls")]
+        return RelayReader::connect_with(addr, name, &crate::tls::ClientAuth::default());
+        #[cfg(not(feature = "tls"))]
+        {
+            let target = addr
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| ReaderError::Protocol(format!("{addr} resolves to no address")))?;
+            let sock = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+            sock.set_nodelay(true).ok();
+            RelayReader::hello(sock, name, None)
+        }
+    }
+
+    /// Connects with `auth` (TLS and/or a token; the default is plain TCP)
+    /// and introduces itself as reader `name`.
+    #[cfg(feature = "tls")]
+    pub fn connect_with(
+        addr: &str,
+        name: &str,
+        auth: &crate::tls::ClientAuth,
+    ) -> Result<RelayReader, ReaderError> {
+        let sock = crate::tls::ClientStream::connect(addr, auth, CONNECT_TIMEOUT)
+            .map_err(|e| ReaderError::Connect(e.to_string()))?;
+        RelayReader::hello(sock, name, auth.token.clone())
+    }
+
+    fn hello(sock: Sock, name: &str, token: Option<String>) -> Result<RelayReader, ReaderError> {
         let mut r = RelayReader {
             sock,
             frames: FrameBuffer::new(DEFAULT_MAX_FRAME),
@@ -111,12 +150,17 @@ impl RelayReader {
             version: VERSION,
             role: Role::Reader,
             name: name.to_string(),
+            token,
         })?;
         match r.next_frame()? {
             Frame::Welcome { version, .. } if version == VERSION => Ok(r),
             Frame::Welcome { version, .. } => Err(ReaderError::Protocol(format!(
                 "relay speaks protocol version {version}, we speak {VERSION}"
             ))),
+            Frame::Error {
+                code: ErrorCode::Denied,
+                message,
+            } => Err(ReaderError::Denied(message)),
             Frame::Error { message, .. } => Err(ReaderError::Protocol(message)),
             other => Err(ReaderError::Protocol(format!(
                 "unexpected answer to Hello: {other:?}"
@@ -129,10 +173,27 @@ impl RelayReader {
     /// stream where it stopped, without duplicates.
     pub fn reconnect(&mut self, addr: &str, name: &str) -> Result<(), ReaderError> {
         let fresh = RelayReader::connect(addr, name)?;
+        self.replace_connection(fresh);
+        Ok(())
+    }
+
+    /// [`RelayReader::reconnect`] with `auth`.
+    #[cfg(feature = "tls")]
+    pub fn reconnect_with(
+        &mut self,
+        addr: &str,
+        name: &str,
+        auth: &crate::tls::ClientAuth,
+    ) -> Result<(), ReaderError> {
+        let fresh = RelayReader::connect_with(addr, name, auth)?;
+        self.replace_connection(fresh);
+        Ok(())
+    }
+
+    fn replace_connection(&mut self, fresh: RelayReader) {
         self.sock = fresh.sock;
         self.frames = fresh.frames;
         self.streams.clear();
-        Ok(())
     }
 
     fn send(&mut self, f: &Frame) -> Result<(), ReaderError> {

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use blkkin::tls::{ServerConfig, TokenTable};
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -64,6 +67,52 @@ pub struct Config {
     pub max_connections: usize,
     /// Streams one consumer connection may have open.
     pub max_streams_per_connection: usize,
+    /// Who may connect (docs/SECURITY.md).
+    pub security: Security,
+}
+
+/// Transport security and authentication of the relay's connections.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Speak TLS (None: plain TCP). With a client CA in it, clients'
+    /// certificates are verified and their SAN URI names who they are.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Whether `tls` verifies client certificates (a client CA was given).
+    pub client_certs: bool,
+    /// Shared tokens (from `--token-file`), each standing for an identity.
+    pub tokens: Option<TokenTable>,
+    /// Allow listening off loopback without TLS and authentication.
+    pub insecure: bool,
+}
+
+impl Security {
+    /// Whether every peer must prove an identity (a client certificate or a
+    /// token) before it may do anything.
+    pub fn authenticates(&self) -> bool {
+        (self.tls.is_some() && self.client_certs) || self.tokens.is_some()
+    }
+
+    /// Refuses settings that would expose the relay: an address other than
+    /// loopback needs TLS and client authentication, unless `insecure`.
+    pub fn check_exposure(&self, listen: SocketAddr) -> Result<(), String> {
+        if listen.ip().is_loopback() || self.insecure {
+            return Ok(());
+        }
+        if self.tls.is_none() {
+            return Err(format!(
+                "{listen} is not a loopback address: the relay would be readable and writable \
+                 by anyone who reaches it. Give --tls-cert/--tls-key and --tls-client-ca \
+                 (or --token-file), see docs/SECURITY.md; or --insecure on a trusted network"
+            ));
+        }
+        if !self.authenticates() {
+            return Err(format!(
+                "{listen} is not a loopback address and clients are not authenticated: \
+                 give --tls-client-ca and/or --token-file (docs/SECURITY.md), or --insecure"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -78,6 +127,7 @@ impl Config {
             frame_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_streams_per_connection: 16384,
+            security: Security::default(),
         }
     }
 }

@@ -11,6 +11,6 @@ pub mod store;
 #[doc(hidden)]
 pub mod testutil;
 
-pub use config::{Config, FsyncPolicy, StoreConfig};
+pub use config::{Config, FsyncPolicy, Security, StoreConfig};
 pub use server::Server;
 pub use store::Store;

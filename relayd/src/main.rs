@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use blkkin::config::{Size, Span};
 use blkkin::daemon::{init_logs, parse_with_config, LogFormat};
-use blkkin_relayd::{Config, FsyncPolicy, Server};
+use blkkin_relayd::{Config, FsyncPolicy, Security, Server};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -92,13 +92,84 @@ struct Cli {
     /// (e.g. "debug", "blkkin_relayd=trace") [default: text].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+
+    /// Speak TLS, presenting this certificate (PEM, chain first to last;
+    /// `blkkin certs --server HOST` makes one).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Security (docs/SECURITY.md)"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Security (docs/SECURITY.md)"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (mutual TLS). A
+    /// certificate's SAN URI says who the client is: blkkin:producer:<node>
+    /// may only send the streams of <node>, blkkin:reader:<name> may only read.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Security (docs/SECURITY.md)"
+    )]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Accept the tokens of this file (lines `producer <node> <token>` or
+    /// `reader <name> <token>`; mode 0600) as identities; with
+    /// --tls-client-ca too, a client may present either.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Security (docs/SECURITY.md)"
+    )]
+    token_file: Option<PathBuf>,
+
+    /// Allow listening on an address other than loopback without TLS and
+    /// client authentication: anyone who reaches the port can then read
+    /// every trace and write any stream. Only for a network you trust.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Security (docs/SECURITY.md)"
+    )]
+    insecure: Option<bool>,
 }
 
-blkkin::file_options!(Cli: listen, data_dir, segment_size, retain_bytes, retain_age, fsync, max_frame, idle_timeout, frame_timeout, max_connections, max_streams_per_connection, name, log_format);
+blkkin::file_options!(
+    Cli: listen,
+    data_dir,
+    segment_size,
+    retain_bytes,
+    retain_age,
+    fsync,
+    max_frame,
+    idle_timeout,
+    frame_timeout,
+    max_connections,
+    max_streams_per_connection,
+    name,
+    log_format,
+    tls_cert,
+    tls_key,
+    tls_client_ca,
+    token_file,
+    insecure
+);
 
 impl Cli {
     /// The relay's settings, defaults filled in.
     fn relay_config(self) -> anyhow::Result<Config> {
+        let security = self.security()?;
         let data_dir = self
             .data_dir
             .context("no data directory: give --data-dir (or data-dir in the config file)")?;
@@ -147,7 +218,48 @@ impl Cli {
             anyhow::ensure!(n > 0, "max-streams-per-connection must be positive");
             cfg.max_streams_per_connection = n;
         }
+        cfg.security = security;
+        cfg.security
+            .check_exposure(cfg.listen)
+            .map_err(anyhow::Error::msg)?;
         Ok(cfg)
+    }
+
+    /// TLS, client certificates and tokens, loaded and checked.
+    fn security(&self) -> anyhow::Result<Security> {
+        use blkkin::tls::{server_config, ClientCerts, TokenTable};
+        let tokens = self
+            .token_file
+            .as_deref()
+            .map(TokenTable::load)
+            .transpose()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let client_ca = self.tls_client_ca.as_deref().map(|ca| {
+                    let mode = if tokens.is_some() {
+                        ClientCerts::Optional
+                    } else {
+                        ClientCerts::Required
+                    };
+                    (ca, mode)
+                });
+                Some(server_config(cert, key, client_ca)?)
+            }
+            (None, None) => {
+                anyhow::ensure!(
+                    self.tls_client_ca.is_none(),
+                    "--tls-client-ca needs TLS: give --tls-cert and --tls-key"
+                );
+                None
+            }
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(Security {
+            client_certs: tls.is_some() && self.tls_client_ca.is_some(),
+            tls,
+            tokens,
+            insecure: self.insecure.unwrap_or(false),
+        })
     }
 }
 
@@ -291,6 +403,49 @@ mod tests {
         assert!(e.contains("max-frame must be at least 3136K"), "{e}");
         let cli: Cli = file("data-dir = \"/d\"\nmax-frame = \"3136K\"\n").unwrap();
         assert_eq!(cli.relay_config().unwrap().max_frame, 3136 << 10);
+    }
+
+    #[test]
+    fn listening_off_loopback_needs_tls_and_client_authentication() {
+        let cli: Cli = file("data-dir = \"/d\"\nlisten = \"0.0.0.0:7420\"\n").unwrap();
+        let e = format!("{:#}", cli.relay_config().unwrap_err());
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(e.contains("--insecure"), "{e}");
+        let cli: Cli =
+            file("data-dir = \"/d\"\nlisten = \"0.0.0.0:7420\"\ninsecure = true\n").unwrap();
+        assert!(cli.relay_config().unwrap().security.insecure);
+
+        let dir = tempfile::tempdir().unwrap();
+        blkkin::tls::certs::generate(&blkkin::tls::certs::CertRequest {
+            out: dir.path().into(),
+            new_ca: true,
+            server: vec!["relay.test".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let p = |f: &str| dir.path().join(f);
+        let tls_only = || Cli {
+            data_dir: Some("/d".into()),
+            listen: Some("0.0.0.0:7420".parse().unwrap()),
+            tls_cert: Some(p("server.pem")),
+            tls_key: Some(p("server.key")),
+            ..Cli::default()
+        };
+        let e = format!("{:#}", tls_only().relay_config().unwrap_err());
+        assert!(e.contains("clients are not authenticated"), "{e}");
+        let mtls = Cli {
+            tls_client_ca: Some(p("ca.pem")),
+            ..tls_only()
+        };
+        let cfg = mtls.relay_config().unwrap();
+        assert!(cfg.security.authenticates());
+        let no_cert = Cli {
+            data_dir: Some("/d".into()),
+            tls_client_ca: Some(p("ca.pem")),
+            ..Cli::default()
+        };
+        let e = format!("{:#}", no_cert.relay_config().unwrap_err());
+        assert!(e.contains("--tls-client-ca needs TLS"), "{e}");
     }
 
     #[test]

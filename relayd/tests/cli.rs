@@ -131,6 +131,7 @@ fn config_file_sets_options_and_the_command_line_wins() {
         version: VERSION,
         role: Role::Reader,
         name: "t".into(),
+        token: None,
     }
     .encode(&mut out);
     sock.write_all(&out).unwrap();

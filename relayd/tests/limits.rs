@@ -57,6 +57,7 @@ async fn hostile_connections_cost_bounded_memory() {
             version: blkkin::wire::VERSION,
             role: Role::Consumer,
             name: "node".into(),
+            token: None,
         })
         .await;
         match c.recv().await {
@@ -121,6 +122,7 @@ async fn connections_over_the_cap_are_refused() {
             version: blkkin::wire::VERSION,
             role: Role::Reader,
             name: "t".into(),
+            token: None,
         })
         .await;
         if matches!(c.recv().await, Some(Frame::Welcome { .. })) {
@@ -152,6 +154,7 @@ async fn before_hello_only_small_frames() {
         version: blkkin::wire::VERSION,
         role: Role::Consumer,
         name: "n".repeat(1000),
+        token: None,
     })
     .await;
     c.expect_error_close(ErrorCode::Unexpected).await;

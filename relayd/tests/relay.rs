@@ -337,6 +337,7 @@ async fn hostile_connections_get_an_error_and_others_keep_working() {
         version: wire::VERSION + 1,
         role: Role::Consumer,
         name: "future".into(),
+        token: None,
     })
     .await;
     bad.expect_error_close(ErrorCode::Version).await;

@@ -1,17 +1,18 @@
 //! TLS and authentication settings for relay connections (feature `tls`;
 //! test certificates with feature `certs`).
 //!
-//! **Status: building blocks only.** The relay, the consumer and the readers
-//! do not use this module yet (issue 13, point 1): their connections are
-//! still plain TCP, so keep the relay port on loopback or a trusted network
-//! (docs/SECURITY.md). What is here, tested on its own:
+//! The relay (blkkin-relayd), the consumer and every reader (the
+//! collector, `blkkin tail` and `status`) take their TLS and token settings
+//! from here (docs/SECURITY.md):
 //!
 //! * rustls client and server configurations from PEM files; a server with
 //!   a client CA requires client certificates (mutual TLS);
 //! * identities in a client certificate's SAN URI ([`Identity`]:
-//!   `blkkin:producer:<node>` or `blkkin:reader:<name>`): a producer will
-//!   only be allowed to say `Hello` as a consumer and open streams of its
-//!   own node, a reader only to read;
+//!   `blkkin:producer:<node>` or `blkkin:reader:<name>`): a producer may
+//!   only say `Hello` as a consumer and open streams of its own node, a
+//!   reader only read;
+//! * a blocking client connection, plain or TLS, that one thread reads
+//!   while another writes ([`ClientStream`]);
 //! * shared tokens for small setups ([`TokenTable`], compared in constant
 //!   time; a token file readable by others is refused);
 //! * with `certs`, a test CA and server/producer/reader certificates
@@ -26,10 +27,14 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::RootCertStore;
+pub use rustls::{ClientConfig, ServerConfig};
 
 #[cfg(feature = "certs")]
 pub mod certs;
+mod stream;
+
+pub use stream::{ClientStream, ConnectError};
 
 /// Why a TLS or authentication setting could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -170,12 +175,22 @@ pub fn client_config(
     Ok(Arc::new(cfg))
 }
 
+/// Whether a relay with a client CA insists on client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Every client must present a certificate signed by the CA.
+    Required,
+    /// A client may present one (checked against the CA if it does) or
+    /// authenticate otherwise (a token).
+    Optional,
+}
+
 /// A server configuration presenting `cert` (chain) with `key`; with
-/// `client_ca`, every client must present a certificate signed by it.
+/// `client_ca`, clients' certificates are verified against it (mutual TLS).
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: Option<&Path>,
+    client_ca: Option<(&Path, ClientCerts)>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -185,13 +200,16 @@ pub fn server_config(
         })?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
+        Some((ca, mode)) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots(ca)?),
                 provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::ClientCa {
+            );
+            let verifier = match mode {
+                ClientCerts::Required => verifier,
+                ClientCerts::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::ClientCa {
                 path: ca.to_path_buf(),
                 message: e.to_string(),
             })?;
@@ -417,7 +435,7 @@ pub struct ClientAuth {
     pub tls: Option<Arc<ClientConfig>>,
     /// Name the relay's certificate must carry (None: the host part of the address).
     pub server_name: Option<String>,
-    /// Token to send in `Hello` (shared-token mode; no client sends one yet).
+    /// Token to send in `Hello` (shared-token mode).
     pub token: Option<String>,
 }
 
@@ -484,18 +502,55 @@ fn host_of(addr: &str) -> &str {
     }
 }
 
-/// The client options every relay client takes, as given on a command line.
+/// The client options every relay client takes, as given on a command line
+/// (with feature `daemon`, a clap argument group to flatten into one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "daemon", derive(clap::Args))]
 pub struct ClientAuthOptions {
-    /// `--tls-ca`: CA certificate(s) that signed the relay's certificate; turns TLS on.
+    /// Connect to the relay with TLS, trusting the CA certificate(s) in this
+    /// PEM file to have signed the relay's certificate (docs/SECURITY.md).
+    #[cfg_attr(
+        feature = "daemon",
+        arg(long, value_name = "PEM", help_heading = "Relay authentication")
+    )]
     pub tls_ca: Option<PathBuf>,
-    /// `--tls-cert`: this client's certificate (mutual TLS).
+    /// This client's certificate (PEM; mutual TLS): SAN URI
+    /// blkkin:reader:<name> for a reader, blkkin:producer:<node> for a
+    /// consumer (`blkkin certs`).
+    #[cfg_attr(
+        feature = "daemon",
+        arg(
+            long,
+            value_name = "PEM",
+            requires = "tls_key",
+            help_heading = "Relay authentication"
+        )
+    )]
     pub tls_cert: Option<PathBuf>,
-    /// `--tls-key`: its private key.
+    /// The private key of --tls-cert (PEM).
+    #[cfg_attr(
+        feature = "daemon",
+        arg(
+            long,
+            value_name = "PEM",
+            requires = "tls_cert",
+            help_heading = "Relay authentication"
+        )
+    )]
     pub tls_key: Option<PathBuf>,
-    /// `--token-file`: file holding this client's token.
+    /// File holding this client's token, for a relay with a token file (one
+    /// line; must not be readable by other users).
+    #[cfg_attr(
+        feature = "daemon",
+        arg(long, value_name = "FILE", help_heading = "Relay authentication")
+    )]
     pub token_file: Option<PathBuf>,
-    /// `--tls-server-name`: name expected in the relay's certificate.
+    /// Name the relay's certificate must carry [default: the host of the
+    /// relay address].
+    #[cfg_attr(
+        feature = "daemon",
+        arg(long, value_name = "NAME", help_heading = "Relay authentication")
+    )]
     pub tls_server_name: Option<String>,
 }
 

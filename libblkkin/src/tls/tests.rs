@@ -124,7 +124,7 @@ fn generated_certificates_load_and_carry_their_identity() {
     server_config(
         &out.join("server.pem"),
         &out.join("server.key"),
-        Some(&out.join("ca.pem")),
+        Some((&out.join("ca.pem"), ClientCerts::Required)),
     )
     .unwrap();
     client_config(

@@ -194,12 +194,16 @@ impl Frame {
                 version,
                 role,
                 name,
+                token,
             } => {
                 e.u8(kind::HELLO);
                 e.0.extend_from_slice(&MAGIC);
                 e.u16(*version);
                 e.u8(*role as u8);
                 e.str(name);
+                if let Some(t) = token {
+                    e.str(t);
+                }
             }
             Frame::Welcome {
                 version,
@@ -333,10 +337,17 @@ impl Frame {
                     2 => Role::Reader,
                     _ => return Err(WireError::Invalid("role")),
                 };
+                let name = d.str("name")?;
+                let token = if d.0.is_empty() {
+                    None
+                } else {
+                    Some(d.str("token")?)
+                };
                 Frame::Hello {
                     version,
                     role,
-                    name: d.str("name")?,
+                    name,
+                    token,
                 }
             }
             kind::WELCOME => Frame::Welcome {
@@ -350,6 +361,7 @@ impl Frame {
                     2 => ErrorCode::Malformed,
                     3 => ErrorCode::Unexpected,
                     4 => ErrorCode::Unavailable,
+                    5 => ErrorCode::Denied,
                     _ => return Err(WireError::Invalid("error code")),
                 };
                 Frame::Error {

@@ -142,6 +142,9 @@ pub enum ErrorCode {
     Unexpected = 3,
     /// The server is overloaded or shutting down; retry later.
     Unavailable = 4,
+    /// The peer is not authenticated, or its identity does not allow what
+    /// it asked for (docs/SECURITY.md).
+    Denied = 5,
 }
 
 /// One protocol message.
@@ -155,6 +158,10 @@ pub enum Frame {
         role: Role,
         /// Node (host) name, or the reader's name.
         name: String,
+        /// Shared token authenticating the client (relays with a token
+        /// file); encoded only when present, so a Hello without one is
+        /// byte-for-byte the Hello of older clients.
+        token: Option<String>,
     },
     /// The server's answer to [`Frame::Hello`].
     Welcome {

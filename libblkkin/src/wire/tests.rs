@@ -112,6 +112,17 @@ fn all_frames() -> Vec<Frame> {
             version: VERSION,
             role: Role::Consumer,
             name: "node-1".into(),
+            token: None,
+        },
+        Frame::Hello {
+            version: VERSION,
+            role: Role::Reader,
+            name: "collector".into(),
+            token: Some("0123456789abcdef0123".into()),
+        },
+        Frame::Error {
+            code: ErrorCode::Denied,
+            message: "no".into(),
         },
         Frame::Welcome {
             version: VERSION,
@@ -254,6 +265,7 @@ fn hello_needs_magic_and_records_need_framing() {
         version: 1,
         role: Role::Reader,
         name: "x".into(),
+        token: None,
     }
     .encode(&mut bytes);
     bytes[5] ^= 0xff; // inside the magic

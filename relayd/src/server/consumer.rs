@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use blkkin::wire::{self, Frame, StreamKey};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
-use super::io::{blocking, send, Close, FrameReader};
+use super::io::{blocking, send, Close, FrameReader, Tx};
 use super::peers::PeerGuard;
 use super::{frame_name, Shared};
 use crate::store::{Refused, Store, Stream};
@@ -17,16 +16,19 @@ use crate::store::{Refused, Store, Stream};
 const MAX_GROUP: usize = 64;
 
 /// Serves a consumer until it disconnects (`Ok`) or the connection fails;
-/// then removes the streams it opened and never sent a record to.
+/// then removes the streams it opened and never sent a record to. With
+/// `only_node` (an authenticated producer), streams of other nodes are
+/// refused.
 pub(super) async fn serve(
     rx: &mut FrameReader,
-    w: &mut OwnedWriteHalf,
+    w: &mut Tx,
     shared: &Shared,
     me: &PeerGuard,
     stop: watch::Receiver<bool>,
+    only_node: Option<&str>,
 ) -> Result<(), Close> {
     let mut handles: HashMap<u32, Arc<Stream>> = HashMap::new();
-    let r = session(rx, w, shared, me, stop, &mut handles).await;
+    let r = session(rx, w, shared, me, stop, only_node, &mut handles).await;
     let keys: Vec<StreamKey> = handles.drain().map(|(_, s)| s.key().clone()).collect();
     remove_unused(&shared.store, keys).await;
     r
@@ -56,10 +58,11 @@ async fn remove_unused(store: &Arc<Store>, keys: Vec<StreamKey>) {
 
 async fn session(
     rx: &mut FrameReader,
-    w: &mut OwnedWriteHalf,
+    w: &mut Tx,
     shared: &Shared,
     me: &PeerGuard,
     mut stop: watch::Receiver<bool>,
+    only_node: Option<&str>,
     handles: &mut HashMap<u32, Arc<Stream>>,
 ) -> Result<(), Close> {
     let store = &shared.store;
@@ -90,6 +93,12 @@ async fn session(
                 key,
                 calibration,
             } => {
+                if let Some(node) = only_node.filter(|n| *n != key.node) {
+                    return Err(Close::Denied(format!(
+                        "this producer may only send streams of node `{node}`, not `{}`",
+                        key.node
+                    )));
+                }
                 if handles.len() >= max_streams && !handles.contains_key(&handle) {
                     return Err(Close::Protocol(format!(
                         "too many streams open on one connection (at most {max_streams})"

@@ -5,11 +5,16 @@ use std::io;
 use std::time::Duration;
 
 use blkkin::wire::{ErrorCode, Frame, FrameBuffer, WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::config::Config;
+
+/// The receiving half of a connection (plain TCP or TLS).
+pub(super) type Rx = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The sending half of a connection (plain TCP or TLS).
+pub(super) type Tx = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,10 @@ pub(super) enum Close {
     Protocol(String),
     #[error("store error: {0:#}")]
     Store(anyhow::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("denied: {0}")]
+    Denied(String),
 }
 
 /// Largest frame accepted before a peer said Hello (a Hello is a few dozen
@@ -48,7 +57,7 @@ pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads frames with idle and slow-loris timeouts. Cancel-safe: dropping a
 /// pending [`FrameReader::next`] loses no bytes.
 pub(super) struct FrameReader {
-    sock: OwnedReadHalf,
+    sock: Rx,
     fb: FrameBuffer,
     buf: Vec<u8>,
     max_frame: u32,
@@ -60,7 +69,7 @@ pub(super) struct FrameReader {
 }
 
 impl FrameReader {
-    pub(super) fn new(sock: OwnedReadHalf, cfg: &Config) -> FrameReader {
+    pub(super) fn new(sock: Rx, cfg: &Config) -> FrameReader {
         let now = Instant::now();
         FrameReader {
             sock,
@@ -148,7 +157,7 @@ impl FrameReader {
                 self.partial_since = (!self.fb.is_empty()).then_some(self.last_read);
                 return Ok(Some(f));
             }
-            match self.sock.try_read(&mut self.buf) {
+            match read_now(&mut self.sock, &mut self.buf) {
                 Ok(0) => return Ok(None), // EOF: the next `next` reports it
                 Ok(n) => {
                     let now = Instant::now();
@@ -166,7 +175,21 @@ impl FrameReader {
     }
 }
 
-pub(super) async fn send(w: &mut OwnedWriteHalf, frames: &[Frame]) -> Result<(), Close> {
+/// Reads what `sock` can give without waiting (`WouldBlock` if nothing):
+/// the read is polled once, with a waker that does nothing. Dropping a
+/// pending read loses no bytes (tokio's reads, plain or TLS, are
+/// cancel-safe), and the next awaited read registers a real waker.
+fn read_now(sock: &mut Rx, buf: &mut [u8]) -> io::Result<usize> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut read = std::pin::pin!(sock.read(buf));
+    match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+pub(super) async fn send(w: &mut Tx, frames: &[Frame]) -> Result<(), Close> {
     let mut bytes = Vec::new();
     for f in frames {
         f.encode(&mut bytes);
@@ -183,7 +206,7 @@ pub(super) async fn send(w: &mut OwnedWriteHalf, frames: &[Frame]) -> Result<(),
 }
 
 /// Sends an `Error` frame (best effort, bounded in time) after a fatal problem.
-pub(super) async fn send_error(w: &mut OwnedWriteHalf, code: ErrorCode, message: String) {
+pub(super) async fn send_error(w: &mut Tx, code: ErrorCode, message: String) {
     let f = Frame::Error { code, message };
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = send(w, &[f]).await;

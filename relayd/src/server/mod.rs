@@ -14,6 +14,14 @@
 //! for the role, an idle connection or a partial frame older than the frame
 //! timeout (slow-loris) closes only that connection.
 //!
+//! Who may connect ([`crate::config::Security`], docs/SECURITY.md): with
+//! TLS the handshake comes first (within the frame timeout); a relay with a
+//! client CA or a token file then wants an identity — a client certificate's
+//! SAN URI or the token in `Hello` — and checks it against the role: a
+//! producer (`blkkin:producer:<node>`) may only connect as a consumer under
+//! its node's name and open streams of that node, a reader only read.
+//! Anything else is answered `Error{Denied}` and closed.
+//!
 //! What a peer can cost is bounded: at most `max_connections` connections
 //! (more are answered `Unavailable` and closed at once); before its Hello a
 //! peer may send only frames of up to [`io::HELLO_MAX_FRAME`] bytes and must
@@ -34,15 +42,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use blkkin::tls::Identity;
 use blkkin::wire::{self, ErrorCode, Frame, Role};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::store::Store;
-use io::{send, send_error, Close, FrameReader, MAX_PEER_NAME};
+use io::{send, send_error, Close, FrameReader, Rx, Tx, MAX_PEER_NAME};
 use peers::Peers;
 
 /// What every connection shares.
@@ -64,6 +72,9 @@ pub struct Server {
 impl Server {
     /// Opens the store (recovering every stream) and binds the listening socket.
     pub async fn bind(cfg: Config) -> anyhow::Result<Server> {
+        cfg.security
+            .check_exposure(cfg.listen)
+            .map_err(anyhow::Error::msg)?;
         let store_cfg = cfg.store.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
             .await
@@ -125,7 +136,9 @@ impl Server {
                             tracing::warn!(%peer, refused, limit = self.shared.cfg.max_connections, "connection limit reached: refusing connections");
                             last_refusal_log = std::time::Instant::now();
                         }
-                        refuse(sock);
+                        if self.shared.cfg.security.tls.is_none() {
+                            refuse(sock);
+                        } // else: closed (a TLS client cannot read a plain answer)
                     }
                     Ok((sock, peer)) => {
                         let shared = self.shared.clone();
@@ -183,17 +196,21 @@ async fn handle(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) -> Close {
-    let (r, mut w) = sock.into_split();
+    let (r, mut w, cert) = match accept(sock, &shared.cfg).await {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
     let mut rx = FrameReader::new(r, &shared.cfg);
-    let reason = session(&mut rx, &mut w, peer, &shared, stop).await;
+    let reason = session(&mut rx, &mut w, peer, &shared, cert, stop).await;
     let reply = match &reason {
         Close::Wire(e) => Some((ErrorCode::Malformed, e.to_string())),
         Close::Truncated => Some((ErrorCode::Malformed, "truncated frame".to_string())),
         Close::Timeout(m) => Some((ErrorCode::Unexpected, m.clone())),
         Close::Protocol(m) => Some((ErrorCode::Unexpected, m.clone())),
+        Close::Denied(m) => Some((ErrorCode::Denied, m.clone())),
         Close::Shutdown => Some((ErrorCode::Unavailable, "relay shutting down".to_string())),
         Close::Store(e) => Some((ErrorCode::Unavailable, format!("{e:#}"))),
-        Close::Eof | Close::Io(_) => None,
+        Close::Eof | Close::Io(_) | Close::Tls(_) => None,
     };
     if let Some((code, message)) = reply {
         send_error(&mut w, code, message).await;
@@ -201,11 +218,94 @@ async fn handle(
     reason
 }
 
+/// What a client certificate says about its peer: nothing (no TLS, or no
+/// certificate), an identity, or why it names none.
+type CertIdentity = Option<Result<Identity, String>>;
+
+/// The connection's two halves, after the TLS handshake when the relay
+/// speaks TLS (which must finish within the frame timeout).
+async fn accept(sock: TcpStream, cfg: &Config) -> Result<(Rx, Tx, CertIdentity), Close> {
+    let Some(tls) = &cfg.security.tls else {
+        let (r, w) = sock.into_split();
+        return Ok((Box::new(r), Box::new(w), None));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+    let s = match tokio::time::timeout(cfg.frame_timeout, acceptor.accept(sock)).await {
+        Err(_) => {
+            return Err(Close::Timeout(format!(
+                "no TLS handshake within {:?}",
+                cfg.frame_timeout
+            )))
+        }
+        Ok(Err(e)) => return Err(Close::Tls(format!("handshake failed: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let cert = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| blkkin::tls::identity_of(c).map_err(|e| e.to_string()));
+    let (r, w) = tokio::io::split(s);
+    Ok((Box::new(r), Box::new(w), cert))
+}
+
+/// Who the peer is and whether it may take `role` under `name`: its
+/// certificate's identity, else its token's; none is allowed only on a
+/// relay that does not authenticate. Returns the node an authenticated
+/// producer is bound to.
+fn authorize(
+    cfg: &Config,
+    cert: CertIdentity,
+    token: Option<&str>,
+    role: Role,
+    name: &str,
+) -> Result<Option<Identity>, Close> {
+    let from_cert = cert.transpose().map_err(Close::Denied)?;
+    let from_token = match (token, &cfg.security.tokens) {
+        (Some(t), Some(table)) => Some(
+            table
+                .identify(t)
+                .ok_or_else(|| Close::Denied("unknown token".into()))?,
+        ),
+        _ => None,
+    };
+    let id = match (from_cert, from_token) {
+        (Some(c), Some(t)) if c != t => {
+            return Err(Close::Denied(format!(
+                "the certificate ({c}) and the token ({t}) name different identities"
+            )))
+        }
+        (c, t) => c.or(t),
+    };
+    match (&id, role) {
+        (None, _) if cfg.security.authenticates() => Err(Close::Denied(
+            "authentication required: a client certificate signed by the relay's client CA \
+             or a token (docs/SECURITY.md)"
+                .into(),
+        )),
+        (None, _) => Ok(None),
+        (Some(Identity::Producer(node)), Role::Consumer) if node == name => Ok(id),
+        (Some(Identity::Producer(node)), Role::Consumer) => Err(Close::Denied(format!(
+            "this producer is node `{node}` and may not connect as node `{name}`"
+        ))),
+        (Some(Identity::Reader(_)), Role::Reader) => Ok(id),
+        (Some(other), role) => Err(Close::Denied(format!(
+            "{other} may not connect as a {}",
+            match role {
+                Role::Consumer => "consumer",
+                Role::Reader => "reader",
+            }
+        ))),
+    }
+}
+
 async fn session(
     rx: &mut FrameReader,
-    w: &mut OwnedWriteHalf,
+    w: &mut Tx,
     peer: SocketAddr,
     shared: &Shared,
+    cert: CertIdentity,
     mut stop: watch::Receiver<bool>,
 ) -> Close {
     let cfg = &shared.cfg;
@@ -216,12 +316,13 @@ async fn session(
         },
         _ = stop.wait_for(|s| *s) => return Close::Shutdown,
     };
-    let (role, name) = match hello {
+    let (role, name, token) = match hello {
         Err(c) => return c,
         Ok(Frame::Hello {
             version,
             role,
             name,
+            token,
         }) => {
             if version != wire::VERSION {
                 send_error(
@@ -241,11 +342,21 @@ async fn session(
                     name.len()
                 ));
             }
-            (role, name)
+            (role, name, token)
         }
         Ok(other) => return Close::Protocol(format!("expected Hello, got {}", frame_name(&other))),
     };
-    tracing::info!(?role, %name, "hello");
+    let id = match authorize(cfg, cert, token.as_deref(), role, &name) {
+        Ok(id) => id,
+        Err(c) => {
+            tracing::warn!(%peer, ?role, %name, "refused: {c}");
+            return c;
+        }
+    };
+    match &id {
+        Some(id) => tracing::info!(?role, %name, %id, "hello"),
+        None => tracing::info!(?role, %name, "hello"),
+    }
     rx.greeted();
     let welcome = Frame::Welcome {
         version: wire::VERSION,
@@ -255,9 +366,13 @@ async fn session(
     if let Err(c) = send(w, &[welcome]).await {
         return c;
     }
+    let only_node = match &id {
+        Some(Identity::Producer(node)) => Some(node.clone()),
+        _ => None,
+    };
     let me = shared.peers.register(role, name, peer);
     let r = match role {
-        Role::Consumer => consumer::serve(rx, w, shared, &me, stop).await,
+        Role::Consumer => consumer::serve(rx, w, shared, &me, stop, only_node.as_deref()).await,
         Role::Reader => reader::serve(rx, w, shared, &me, stop).await,
     };
     match r {

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use blkkin::ring::header::Calibration;
 use blkkin::wire::{self, Frame, Start, StreamCounters, StreamKey, StreamSummary};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
-use super::io::{blocking, send, Close, FrameReader};
+use super::io::{blocking, send, Close, FrameReader, Tx};
 use super::peers::{pages, PeerGuard};
 use super::{frame_name, Shared};
 use crate::store::Stream;
@@ -65,7 +64,7 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 /// Serves a reader until it disconnects (`Ok`) or the connection fails.
 pub(super) async fn serve(
     rx: &mut FrameReader,
-    w: &mut OwnedWriteHalf,
+    w: &mut Tx,
     shared: &Shared,
     me: &PeerGuard,
     mut stop: watch::Receiver<bool>,
@@ -209,7 +208,7 @@ pub(super) async fn serve(
 }
 
 async fn announce(
-    w: &mut OwnedWriteHalf,
+    w: &mut Tx,
     subs: &mut Vec<Sub>,
     next_handle: &mut u32,
     stream: Arc<Stream>,
@@ -238,7 +237,7 @@ async fn announce(
 }
 
 /// Reads one batch for `sub` from the store and sends it; false if nothing was read.
-async fn push(w: &mut OwnedWriteHalf, sub: &mut Sub) -> Result<bool, Close> {
+async fn push(w: &mut Tx, sub: &mut Sub) -> Result<bool, Close> {
     let s = sub.stream.clone();
     let from = sub.cursor;
     let entries = blocking(move || s.read(from, READ_BATCH)).await?;

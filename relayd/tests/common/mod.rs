@@ -105,6 +105,7 @@ impl Client {
             version: wire::VERSION,
             role,
             name: "test".into(),
+            token: None,
         })
         .await;
         match c.recv().await {
