@@ -13,6 +13,9 @@ bench/report.py renders into docs/BENCHMARKS.md. Scenarios:
               calibration, as `blkkin tail` does).
   idle        100 traced processes that wrote a few records and sleep; CPU of both
               daemons over a quiet window.
+  tls         the prefilled drain and the live latency again, each run with plain TCP
+              and with mutual TLS (relay certificate, producer and reader client
+              certificates, as in docs/SECURITY.md) alternately in the same run.
 
 CPU per daemon is utime+stime from /proc/<pid>/stat (all threads) over the measured
 window. Zero loss is checked by counts: what the generators' ring headers say was
@@ -98,6 +101,18 @@ class Bench:
         self.bin = bindir
         self.work = workdir
         self.children = []
+        self.tls = None  # directory of the certificates while a TLS run goes
+
+    def tls_args(self, who):
+        """Flags of the relay ("server") or of a client ("producer", "reader") in a TLS run."""
+        if not self.tls:
+            return []
+        d = self.tls
+        if who == "server":
+            return ["--tls-cert", f"{d}/server.pem", "--tls-key", f"{d}/server.key",
+                    "--tls-client-ca", f"{d}/ca.pem"]
+        return ["--tls-ca", f"{d}/ca.pem", "--tls-cert", f"{d}/{who}-bench.pem",
+                "--tls-key", f"{d}/{who}-bench.key"]
 
     def exe(self, name):
         return os.path.join(self.bin, name)
@@ -111,7 +126,8 @@ class Bench:
 
     def relay(self, data_dir, extra=()):
         p = self.spawn(
-            [self.exe("blkkin-relayd"), "--listen", "127.0.0.1:0", "--data-dir", data_dir, *extra],
+            [self.exe("blkkin-relayd"), "--listen", "127.0.0.1:0", "--data-dir", data_dir, *extra,
+             *self.tls_args("server")],
             "relayd",
             env=dict(os.environ, BLKKIN_LOG="info"),
         )
@@ -127,11 +143,14 @@ class Bench:
 
     def consumer(self, ring_dir, addr):
         return self.spawn(
-            [self.exe("blkkin-consumerd"), "--relay", addr, "--dir", ring_dir, "--node", "bench"],
+            [self.exe("blkkin-consumerd"), "--relay", addr, "--dir", ring_dir, "--node", "bench",
+             *self.tls_args("producer")],
             "consumerd",
         )
 
     def tool(self, *args, env=None):
+        if args[0] in ("watch", "latency"):
+            args = (*args, *self.tls_args("reader"))
         r = subprocess.run([self.exe("blkkin-pipeline-bench"), *args], capture_output=True, text=True, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"blkkin-pipeline-bench {args[0]} failed: {r.stderr}")
@@ -337,6 +356,28 @@ def idle(b, procs, seconds, per_proc=10):
             "reached": watch["reached"], "window": m}
 
 
+def tls(b, records, procs, rounds, rate, seconds, warmup):
+    """Drain and live latency with plain TCP and with mutual TLS, alternately."""
+    certs = os.path.join(b.work, "pki")
+    shutil.rmtree(certs, ignore_errors=True)
+    b.tool("certs", "--out", certs)
+    runs = {"plain": {"throughput": [], "latency": []}, "tls": {"throughput": [], "latency": []}}
+    order = ["plain", "tls"]
+    try:
+        for i in range(rounds):
+            for mode in order if i % 2 == 0 else order[::-1]:
+                b.tls = certs if mode == "tls" else None
+                log(f"tls: drain, {mode}, round {i + 1}/{rounds}")
+                runs[mode]["throughput"].append(throughput(b, records, procs))
+        for mode in order:
+            b.tls = certs if mode == "tls" else None
+            log(f"tls: live latency, {mode}")
+            runs[mode]["latency"].append(latency(b, rate, seconds, warmup))
+    finally:
+        b.tls = None
+    return runs
+
+
 def machine():
     def sh(c):
         return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
@@ -353,7 +394,7 @@ def main():
     ap.add_argument("--data-root", default="/var/tmp", help="where relay data directories are created")
     ap.add_argument("--quick", action="store_true", help="short runs (development)")
     ap.add_argument("--only", nargs="*", default=None,
-                    choices=["throughput", "concurrent", "latency", "idle"])
+                    choices=["throughput", "concurrent", "latency", "idle", "tls"])
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="blkkin-pipeline-")
     os.makedirs(work, exist_ok=True)
@@ -365,10 +406,12 @@ def main():
         "concurrent": {"rate": 3_100_000, "seconds": 2 if q else 10, "procs": 4, "ring_size": "16M"},
         "latency": {"rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
         "idle": {"procs": 100, "seconds": 5 if q else 30},
+        "tls": {"records": 2_000_000 if q else 10_000_000, "procs": 4, "rounds": 1 if q else 3,
+                "rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
     }
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": machine(), "quick": q, "params": params, "results": {}}
-    fns = {"throughput": throughput, "concurrent": concurrent, "latency": latency, "idle": idle}
+    fns = {"throughput": throughput, "concurrent": concurrent, "latency": latency, "idle": idle, "tls": tls}
     try:
         for name, fn in fns.items():
             if a.only and name not in a.only:

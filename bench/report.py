@@ -324,8 +324,62 @@ def pipeline_section(p):
           "(/proc counts CPU in 10 ms ticks: the resolution is "
           f"{1 / i['window']['seconds']:.2f} % here).")
         w("")
-    w("Reproduce: `bash bench/run.sh pipeline` (about 3 minutes; keeps the record-path results); "
+    if "tls" in r:
+        out.extend(tls_subsection(r["tls"], p["params"].get("tls", {}), met))
+    w("Reproduce: `bash bench/run.sh pipeline` (about 6 minutes; keeps the record-path results); "
       "raw numbers in `bench/results/pipeline.json`, daemon logs in `bench/out/pipeline/`.")
+    return out
+
+
+def tls_subsection(runs, params, met):
+    """Plain TCP vs mutual TLS, from the `tls` scenario of bench/pipeline.py."""
+    out = []
+    w = out.append
+
+    def median(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if xs else float("nan")
+
+    def drain(mode):
+        t = runs[mode]["throughput"]
+        n = sum(x["records"] for x in t)
+        return {
+            "rate": median([x["records_per_s"] for x in t]),
+            "rates": [x["records_per_s"] for x in t],
+            "consumer_ns": sum(x["window"]["cpu_s"]["consumer"] for x in t) / n * 1e9,
+            "relay_ns": sum(x["window"]["cpu_s"]["relay"] for x in t) / n * 1e9,
+            "zero_loss": all(x["loss"]["zero_loss"] for x in t),
+        }
+
+    d = {m: drain(m) for m in ("plain", "tls")}
+    lat = {m: runs[m]["latency"][0] for m in ("plain", "tls")}
+    w("### TLS on vs off (issue 13)")
+    w("")
+    w(f"The prefilled drain above, {params.get('records', 0):,} records each time, run "
+      f"{len(runs['plain']['throughput'])} times with plain TCP and as often with mutual TLS, alternately "
+      "(plain, TLS, TLS, plain, …) so a slow phase of the VM hits both; then the live latency once each way. "
+      "With TLS the relay presents a certificate, requires client certificates of the same CA "
+      "(`--tls-cert/--tls-key/--tls-client-ca`), the consumer connects as producer `bench` and the readers "
+      "as reader `bench` (rustls, TLS 1.3, AES-GCM or ChaCha20 as negotiated; certificates from "
+      "`blkkin-pipeline-bench certs`). The table shows the median run; CPU is per record over all runs.")
+    w("")
+    w("| | plain TCP | mutual TLS | target (TLS) | |")
+    w("|---|---|---|---|---|")
+    w(f"| Prefilled drain, records/s (median) | {d['plain']['rate'] / 1e6:.2f} M | {d['tls']['rate'] / 1e6:.2f} M "
+      f"| ≥ 3 M, zero loss | {met(d['tls']['rate'] >= 3e6 and d['tls']['zero_loss'])} |")
+    w(f"| … each run | {', '.join(f'{x / 1e6:.2f}' for x in d['plain']['rates'])} M "
+      f"| {', '.join(f'{x / 1e6:.2f}' for x in d['tls']['rates'])} M | | |")
+    w(f"| … consumer CPU per record | {d['plain']['consumer_ns']:.0f} ns | {d['tls']['consumer_ns']:.0f} ns | | |")
+    w(f"| … relay CPU per record | {d['plain']['relay_ns']:.0f} ns | {d['tls']['relay_ns']:.0f} ns | | |")
+    w(f"| … zero loss (counted) | {'yes' if d['plain']['zero_loss'] else 'no'} "
+      f"| {'yes' if d['tls']['zero_loss'] else 'no'} | | |")
+    for k, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        target = "≤ 250 ms" if k == "p99_ms" else ""
+        verdict = met(lat["tls"]["latency"][k] <= 250) if k == "p99_ms" else ""
+        w(f"| Record → live reader at {lat['tls']['rate'] / 1e3:.0f} k/s, {name} "
+          f"| {lat['plain']['latency'][k]:.1f} ms | {lat['tls']['latency'][k]:.1f} ms | {target} | {verdict} |")
+    w("")
     return out
 
 

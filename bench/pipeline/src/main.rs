@@ -9,7 +9,9 @@
 //! * `latency` reads a relay live (like `blkkin tail`) and measures how old
 //!   each record is when it arrives;
 //! * `verify` opens a stopped relay's data directory (CRC-checking every
-//!   entry) and counts what it holds.
+//!   entry) and counts what it holds;
+//! * `certs` makes the CA and certificates of the TLS runs (`watch` and
+//!   `latency` take the relay client's TLS flags).
 //!
 //! Every command prints one JSON object on stdout.
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use blkkin::relay_client::RelayReader;
+use blkkin::tls::{ClientAuth, ClientAuthOptions};
 use blkkin::ring::reader::{ReadMode, RingReader, WriterCounters};
 use blkkin::wire::Start;
 use blkkin::{Endpoint, Span, TraceContext};
@@ -65,6 +68,8 @@ enum Cmd {
         /// Poll interval in milliseconds.
         #[arg(long, default_value_t = 5)]
         interval_ms: u64,
+        #[command(flatten)]
+        auth: ClientAuthOptions,
     },
     /// Read a relay live from the newest record and measure now minus each
     /// record's wall-clock time (its raw timestamp converted with the
@@ -79,6 +84,15 @@ enum Cmd {
         /// Seconds to measure.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        #[command(flatten)]
+        auth: ClientAuthOptions,
+    },
+    /// Make a CA, a relay certificate for 127.0.0.1, a producer certificate
+    /// for node `bench` and a reader certificate `bench` in DIR.
+    Certs {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Open a relay data directory (the relay must be stopped), check every
     /// entry and count the records held.
@@ -109,12 +123,24 @@ fn main() -> anyhow::Result<()> {
             expect,
             timeout,
             interval_ms,
-        } => watch(&relay, expect, timeout, interval_ms)?,
+            auth,
+        } => watch(connect(&relay, "pipeline-bench-watch", &auth)?, expect, timeout, interval_ms)?,
         Cmd::Latency {
             relay,
             warmup,
             seconds,
-        } => latency(&relay, warmup, seconds)?,
+            auth,
+        } => latency(connect(&relay, "pipeline-bench-latency", &auth)?, warmup, seconds)?,
+        Cmd::Certs { out } => {
+            let files = blkkin::tls::certs::generate(&blkkin::tls::certs::CertRequest {
+                out,
+                new_ca: true,
+                server: vec!["127.0.0.1".into()],
+                producers: vec!["bench".into()],
+                readers: vec!["bench".into()],
+            })?;
+            json!({ "files": files })
+        }
         Cmd::Verify { data_dir } => verify(data_dir)?,
     };
     println!("{out}");
@@ -194,15 +220,20 @@ fn generate(records: u64, rate: f64, delay: f64, hold: bool) -> anyhow::Result<s
     Ok(out)
 }
 
+/// A reader of `relay` (plain, or as `auth` says).
+fn connect(relay: &str, name: &str, auth: &ClientAuthOptions) -> anyhow::Result<RelayReader> {
+    let auth = ClientAuth::from_options(auth)?;
+    RelayReader::connect_with(relay, name, &auth)
+        .with_context(|| format!("connecting to relay {relay}"))
+}
+
 fn watch(
-    relay: &str,
+    mut reader: RelayReader,
     expect: u64,
     timeout: f64,
     interval_ms: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
-    let mut reader = RelayReader::connect(relay, "pipeline-bench-watch")
-        .with_context(|| format!("connecting to relay {relay}"))?;
     let started_ns = unix_ns();
     let mut polls = 0u64;
     loop {
@@ -235,9 +266,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn latency(relay: &str, warmup: f64, seconds: f64) -> anyhow::Result<serde_json::Value> {
-    let mut reader = RelayReader::connect(relay, "pipeline-bench-latency")
-        .with_context(|| format!("connecting to relay {relay}"))?;
+fn latency(
+    mut reader: RelayReader,
+    warmup: f64,
+    seconds: f64,
+) -> anyhow::Result<serde_json::Value> {
     reader
         .subscribe(None, Start::Newest)
         .context("subscribing")?;
