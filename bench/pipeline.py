@@ -15,7 +15,9 @@ bench/report.py renders into docs/BENCHMARKS.md. Scenarios:
               daemons over a quiet window.
   tls         the prefilled drain and the live latency again, each run with plain TCP
               and with mutual TLS (relay certificate, producer and reader client
-              certificates, as in docs/SECURITY.md) alternately in the same run.
+              certificates, as in docs/SECURITY.md) alternately in the same run; the
+              drain also with the relay's data on tmpfs, and the disk's own write
+              bandwidth, so a disk that caps both shows as such.
 
 CPU per daemon is utime+stime from /proc/<pid>/stat (all threads) over the measured
 window. Zero loss is checked by counts: what the generators' ring headers say was
@@ -356,25 +358,50 @@ def idle(b, procs, seconds, per_proc=10):
             "reached": watch["reached"], "window": m}
 
 
-def tls(b, records, procs, rounds, rate, seconds, warmup):
-    """Drain and live latency with plain TCP and with mutual TLS, alternately."""
+def disk_write_mb_per_s(root, mib=1024):
+    """Sequential write bandwidth of the file system under `root` (1 MiB writes, one fdatasync
+    at the end, like `dd conv=fdatasync`): what caps a relay writing there."""
+    path = os.path.join(root, f"blkkin-bench-disk-{os.getpid()}")
+    block = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(mib):
+            os.write(fd, block)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return mib * (1 << 20) / (time.perf_counter() - t0) / 1e6
+
+
+def tls(b, records, procs, rounds, rate, seconds, warmup, tmpfs_rounds):
+    """Drain and live latency with plain TCP and with mutual TLS, alternately; the drain also
+    with the relay's data on tmpfs, where the disk does not cap both."""
     certs = os.path.join(b.work, "pki")
     shutil.rmtree(certs, ignore_errors=True)
     b.tool("certs", "--out", certs)
-    runs = {"plain": {"throughput": [], "latency": []}, "tls": {"throughput": [], "latency": []}}
+    disk_root = b.data_root
+    runs = {m: {"throughput": [], "throughput_tmpfs": [], "latency": []} for m in ("plain", "tls")}
+    runs["disk_write_mb_per_s"] = disk_write_mb_per_s(disk_root)
+    log(f"tls: the disk under {disk_root} writes {runs['disk_write_mb_per_s']:.0f} MB/s")
     order = ["plain", "tls"]
     try:
-        for i in range(rounds):
-            for mode in order if i % 2 == 0 else order[::-1]:
-                b.tls = certs if mode == "tls" else None
-                log(f"tls: drain, {mode}, round {i + 1}/{rounds}")
-                runs[mode]["throughput"].append(throughput(b, records, procs))
+        for where, n in (("throughput", rounds), ("throughput_tmpfs", tmpfs_rounds)):
+            b.data_root = "/dev/shm" if where == "throughput_tmpfs" else disk_root
+            for i in range(n):
+                for mode in order if i % 2 == 0 else order[::-1]:
+                    b.tls = certs if mode == "tls" else None
+                    log(f"tls: drain into {b.data_root}, {mode}, round {i + 1}/{n}")
+                    runs[mode][where].append(throughput(b, records, procs))
+        b.data_root = disk_root
         for mode in order:
             b.tls = certs if mode == "tls" else None
             log(f"tls: live latency, {mode}")
             runs[mode]["latency"].append(latency(b, rate, seconds, warmup))
     finally:
         b.tls = None
+        b.data_root = disk_root
     return runs
 
 
@@ -406,8 +433,8 @@ def main():
         "concurrent": {"rate": 3_100_000, "seconds": 2 if q else 10, "procs": 4, "ring_size": "16M"},
         "latency": {"rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
         "idle": {"procs": 100, "seconds": 5 if q else 30},
-        "tls": {"records": 2_000_000 if q else 10_000_000, "procs": 4, "rounds": 1 if q else 3,
-                "rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
+        "tls": {"records": 2_000_000 if q else 20_000_000, "procs": 4, "rounds": 1 if q else 3,
+                "tmpfs_rounds": 1 if q else 2, "rate": 100_000, "seconds": 3 if q else 15, "warmup": 1},
     }
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": machine(), "quick": q, "params": params, "results": {}}

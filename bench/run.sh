@@ -149,6 +149,7 @@ SIZES="$(mktemp -d "$TMP/rings.XXXX")"
 BLKIN_SHM_DIR="$SIZES" cargo run -q --release -p blkkin --example record_size --manifest-path "$ROOT/Cargo.toml" >>"$OUT/results.jsonl"
 
 cp "$OUT/results.jsonl" "$RESULTS/record.jsonl"
+python3 "$ROOT/bench/report.py" "$RESULTS" --machine >"$RESULTS/record_machine.txt"
 if [ "$WHAT" = all ]; then
 	run_pipeline
 fi
