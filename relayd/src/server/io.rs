@@ -6,12 +6,57 @@ use std::time::Duration;
 
 use blkkin::wire::{ErrorCode, Frame, FrameBuffer, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
 
 use crate::config::Config;
 
-/// The receiving half of a connection (plain TCP or TLS).
-pub(super) type Rx = Box<dyn AsyncRead + Send + Unpin>;
+/// The receiving half of a connection.
+pub(super) enum Rx {
+    /// Plain TCP.
+    Tcp(OwnedReadHalf),
+    /// TLS (the read half of the split stream).
+    Tls(tokio::io::ReadHalf<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Rx {
+    /// Reads what is here without waiting (`WouldBlock` if nothing).
+    ///
+    /// TCP: `try_read`, one `recv` whenever the socket may hold data (no
+    /// task budget involved). TLS: the read is polled once with a waker that
+    /// does nothing, inside `unconstrained` so the task's budget cannot make
+    /// it return early; dropping a pending read loses no bytes (tokio-rustls
+    /// reads are cancel-safe), and the next awaited read registers a real
+    /// waker.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Rx::Tcp(s) => s.try_read(buf),
+            Rx::Tls(s) => {
+                use std::future::Future;
+                use std::task::{Context, Poll, Waker};
+                let read = tokio::task::coop::unconstrained(s.read(buf));
+                let mut read = std::pin::pin!(read);
+                match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Rx {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Rx::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Rx::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
 
 /// The sending half of a connection (plain TCP or TLS).
 pub(super) type Tx = Box<dyn AsyncWrite + Send + Unpin>;
@@ -157,7 +202,7 @@ impl FrameReader {
                 self.partial_since = (!self.fb.is_empty()).then_some(self.last_read);
                 return Ok(Some(f));
             }
-            match read_now(&mut self.sock, &mut self.buf) {
+            match self.sock.read_now(&mut self.buf) {
                 Ok(0) => return Ok(None), // EOF: the next `next` reports it
                 Ok(n) => {
                     let now = Instant::now();
@@ -172,20 +217,6 @@ impl FrameReader {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-}
-
-/// Reads what `sock` can give without waiting (`WouldBlock` if nothing):
-/// the read is polled once, with a waker that does nothing. Dropping a
-/// pending read loses no bytes (tokio's reads, plain or TLS, are
-/// cancel-safe), and the next awaited read registers a real waker.
-fn read_now(sock: &mut Rx, buf: &mut [u8]) -> io::Result<usize> {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let mut read = std::pin::pin!(sock.read(buf));
-    match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(r) => r,
-        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 

@@ -227,7 +227,7 @@ type CertIdentity = Option<Result<Identity, String>>;
 async fn accept(sock: TcpStream, cfg: &Config) -> Result<(Rx, Tx, CertIdentity), Close> {
     let Some(tls) = &cfg.security.tls else {
         let (r, w) = sock.into_split();
-        return Ok((Box::new(r), Box::new(w), None));
+        return Ok((Rx::Tcp(r), Box::new(w), None));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
     let s = match tokio::time::timeout(cfg.frame_timeout, acceptor.accept(sock)).await {
@@ -247,7 +247,7 @@ async fn accept(sock: TcpStream, cfg: &Config) -> Result<(Rx, Tx, CertIdentity),
         .and_then(|c| c.first())
         .map(|c| blkkin::tls::identity_of(c).map_err(|e| e.to_string()));
     let (r, w) = tokio::io::split(s);
-    Ok((Box::new(r), Box::new(w), cert))
+    Ok((Rx::Tls(r), Box::new(w), cert))
 }
 
 /// Who the peer is and whether it may take `role` under `name`: its
