@@ -108,7 +108,11 @@ enum Command {
     /// (`blkkin tail ADDR`); the collector assembles spans into the embedded
     /// store, served with Zipkin's v2 query API on --listen (and to any other
     /// sink given). Ctrl-C drains the rings, waits for the relay's
-    /// acknowledgements, flushes the collector, then stops.
+    /// acknowledgements, has the collector deliver every span it completed
+    /// to its sinks, then stops. Spans still open at that moment (waiting
+    /// for their end, for another side or for --linger-ms) are kept in the
+    /// collector's checkpoint under DATA_DIR and emitted at the next
+    /// `blkkin up` on the same DATA_DIR; the count is logged at stop.
     Up(up::StackArgs),
     /// Run the sample workload: a traced storage stack of four processes.
     ///

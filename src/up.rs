@@ -73,6 +73,19 @@ impl Stack {
     /// reading it.
     pub fn start(args: &StackArgs) -> anyhow::Result<Stack> {
         let data_dir = args.data_dir()?;
+        let store_on = args.collector.store.is_some() || !args.no_store;
+        if store_on {
+            // Checked before anything starts, so a clash is one clear error.
+            let listen = args.collector.listen;
+            if let Err(e) = std::net::TcpListener::bind(listen) {
+                anyhow::bail!(
+                    "the embedded store's Zipkin API cannot listen on {listen}: {e}. Is a Zipkin \
+                     server (or another blkkin) running there? Give --listen ADDR for another \
+                     address, or --no-store when another sink (--cassandra, --zipkin-url, \
+                     --archive) keeps the spans"
+                );
+            }
+        }
         let relay_dir = data_dir.join("relay");
         std::fs::create_dir_all(&relay_dir)
             .with_context(|| format!("creating {}", relay_dir.display()))?;
@@ -127,14 +140,27 @@ impl Stack {
 
     /// Stops in pipeline order: the consumer drains what is in the rings and
     /// waits for the relay's acknowledgements; the collector gets a moment to
-    /// read the last records, emits its open spans and flushes its sinks;
-    /// then the relay shuts down.
+    /// read the last records, flushes its sinks and keeps the spans still
+    /// open in its last checkpoint (emitted at the next start on the same
+    /// data directory); then the relay shuts down.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.consumer_stop.store(true, Ordering::Relaxed);
         let consumed = join("consumer", self.consumer.take());
         if let Some(c) = self.collector.take() {
             std::thread::sleep(Duration::from_millis(500));
-            c.stop();
+            match c.stop() {
+                Some(s) if s.checkpoint_behind => eprintln!(
+                    "blkkin up: the sinks did not confirm everything in time: the next start \
+                     reads the relay again from the last checkpoint (nothing is lost)"
+                ),
+                Some(s) => eprintln!(
+                    "blkkin up: kept {} open side(s) of spans (waiting for their end, another \
+                     side or --linger-ms) in the checkpoint: they are emitted at the next start \
+                     on this data directory",
+                    s.kept_open
+                ),
+                None => {}
+            }
         }
         if let Some(tx) = self.relay_stop.take() {
             let _ = tx.send(());

@@ -120,6 +120,20 @@ fn command_line_errors_are_clear() {
         "{err}"
     );
 
+    // The full endpoint is accepted; the other format's, or another API
+    // path, is refused at start (nothing posted to a 404 forever).
+    let wrong = Command::new(&exe)
+        .args(["--relay", "127.0.0.1:1"])
+        .args(["--zipkin-url", "http://127.0.0.1:1/api/v1/spans"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("--zipkin-url") && err.contains("other format"),
+        "{err}"
+    );
+
     let help = Command::new(&exe).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [

@@ -29,13 +29,7 @@ fn up_drains_the_workload_into_its_relay_and_stops_on_ctrl_c() {
         .to_string();
 
     // 20 requests, no failures (the 25th fails): 20 annotations each, 2 slow.
-    let out = Command::new(BLKKIN)
-        .args(["workload", "-n", "20"])
-        .env("BLKIN_SHM_DIR", rings.path())
-        .env_remove("BLKIN_RATE")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run_workload(rings.path(), 20);
     let expected = 20 * 20 + 2;
     let tail = Command::new(BLKKIN)
         .args(["tail", &relay, "--json", "--from-oldest", "--count"])
@@ -75,4 +69,160 @@ fn up_drains_the_workload_into_its_relay_and_stops_on_ctrl_c() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     assert!(status.success(), "blkkin up: {status}: {rest}");
+}
+
+/// Runs `blkkin workload -n N` (every request traced) into `rings`.
+fn run_workload(rings: &std::path::Path, n: usize) {
+    let out = Command::new(BLKKIN)
+        .args(["workload", "-n", &n.to_string()])
+        .env("BLKIN_SHM_DIR", rings)
+        .env_remove("BLKIN_RATE")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+/// Spans the embedded store at `api` holds for the last hour (0 when it
+/// does not answer).
+fn stored_spans(api: &str) -> usize {
+    let url = format!("{api}/api/v2/traces?limit=1000&lookback=3600000");
+    match ureq::get(&url).call() {
+        Ok(r) => {
+            let traces: Vec<Vec<serde_json::Value>> =
+                serde_json::from_str(&r.into_string().unwrap()).unwrap();
+            traces.iter().map(Vec::len).sum()
+        }
+        Err(_) => 0,
+    }
+}
+
+/// `blkkin up` with its store API on `listen`; its log goes to `log`.
+fn start_up(
+    state: &std::path::Path,
+    rings: &std::path::Path,
+    listen: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    Command::new(BLKKIN)
+        .args([
+            "up",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--listen",
+            listen,
+            "--data-dir",
+        ])
+        .arg(state)
+        .args(extra)
+        .env("BLKIN_SHM_DIR", rings)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it() {
+    let rings = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let api = format!("http://{listen}");
+    let log = state.path().join("up.log");
+    // A long linger: at Ctrl-C the closed sides still wait, so some are
+    // open when the stack stops.
+    let mut up = start_up(
+        state.path(),
+        rings.path(),
+        &listen,
+        &log,
+        &["--linger-ms", "5000"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("Ctrl-C stops")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blkkin up did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // A burst (20 traces of 7 spans), then Ctrl-C at once.
+    run_workload(rings.path(), 20);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait().unwrap();
+    let rest = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "blkkin up: {status}: {rest}");
+    // What --help promises: open spans kept, and said so at stop.
+    let help = Command::new(BLKKIN)
+        .args(["up", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("kept in the"), "{help}");
+    let kept: usize = rest
+        .split("kept ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of kept sides at stop: {rest}"));
+    assert!(kept > 0, "the long linger left sides open: {rest}");
+    assert!(stored_spans(&api) == 0, "the store is stopped");
+
+    // The next start on the same data directory delivers everything.
+    let mut again = start_up(
+        state.path(),
+        rings.path(),
+        &listen,
+        &state.path().join("again.log"),
+        &[],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 0;
+    while n < 140 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        n = stored_spans(&api);
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(again.id() as i32, libc::SIGINT) };
+    again.wait().unwrap();
+    assert_eq!(n, 140, "every span of the burst, once");
+}
+
+#[test]
+fn a_store_port_in_use_stops_up_at_once_naming_the_flags() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let rings = tempfile::tempdir().unwrap();
+    let out = Command::new(BLKKIN)
+        .args([
+            "up",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--listen",
+            &listen,
+            "--data-dir",
+        ])
+        .arg(state.path())
+        .env("BLKIN_SHM_DIR", rings.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot listen").count(), 1, "{err}");
+    assert!(
+        err.contains("--no-store") && err.contains("--listen"),
+        "{err}"
+    );
+    // Nothing was started: no relay data.
+    assert!(!state.path().join("relay").exists(), "{err}");
 }

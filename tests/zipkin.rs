@@ -235,7 +235,13 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
                 "--linger-ms".into(),
                 "300".into(),
                 "--zipkin-url".into(),
-                z.base.clone(),
+                // JSON through the full endpoint (the form OpenTelemetry's
+                // Zipkin exporter takes), Thrift through the base URL.
+                if f == "json" {
+                    format!("{}/api/v2/spans", z.base)
+                } else {
+                    z.base.clone()
+                },
                 "--zipkin-format".into(),
                 f.into(),
             ],

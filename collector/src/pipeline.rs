@@ -50,6 +50,19 @@ struct Cut {
 }
 
 /// Everything one collector runs.
+/// How a pipeline stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Sides of spans still open, kept in the last checkpoint (emitted at
+    /// the next start with the same state directory).
+    pub kept_open: usize,
+    /// The last checkpoint could not be written (durable sinks did not
+    /// acknowledge in time): the next start reads the relays again from
+    /// the previous one.
+    pub checkpoint_behind: bool,
+}
+
+/// The collector's main loop (see [`Pipeline::run`]).
 pub struct Pipeline {
     /// Groups annotations into spans.
     pub assembler: SpanAssembler,
@@ -68,7 +81,7 @@ impl Pipeline {
     /// the assembler still holds (with checkpoints on: keeps it in a last
     /// checkpoint instead), lets every sink deliver its queue (up to its
     /// shutdown grace) and logs the final counters.
-    pub fn run(mut self, rx: Receiver<SourceBatch>, stop: &AtomicBool) {
+    pub fn run(mut self, rx: Receiver<SourceBatch>, stop: &AtomicBool) -> Stopped {
         let mut out: Vec<Span> = Vec::new();
         let mut next_stats = Instant::now() + self.stats_interval;
         let mut next_cut = self.next_cut();
@@ -111,8 +124,15 @@ impl Pipeline {
                 next_stats = Instant::now() + self.stats_interval;
             }
         }
+        let mut stopped = Stopped::default();
         let last = if self.checkpoints.is_some() {
-            tracing::info!("stopping: flushing sinks and writing a last checkpoint");
+            stopped.kept_open = self.assembler.pending_sides();
+            tracing::info!(
+                "stopping: flushing sinks and writing a last checkpoint; keeping {} open \
+                 side(s) of spans in it (waiting for their end, another side or --linger-ms): \
+                 they are emitted at the next start with the same --state-dir",
+                stopped.kept_open
+            );
             self.cut(stop)
         } else {
             tracing::info!("stopping: emitting open spans and flushing sinks");
@@ -125,6 +145,8 @@ impl Pipeline {
             if self.acknowledged(&cut) {
                 self.save(cut);
             } else {
+                stopped.kept_open = 0;
+                stopped.checkpoint_behind = true;
                 tracing::warn!(
                     "durable sinks did not acknowledge everything before shutdown: \
                      the last checkpoint stays where it was (those spans are read again)"
@@ -132,6 +154,7 @@ impl Pipeline {
             }
         }
         self.log_assembler("collector totals");
+        stopped
     }
 
     /// Takes one batch into the assembler and its positions into the next

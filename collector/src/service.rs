@@ -16,7 +16,7 @@ use crate::archive::{ArchiveConfig, ArchiveLocation};
 use crate::assemble::{AssemblerConfig, SpanAssembler, SpanLimits};
 use crate::cassandra::{CassandraConfig, CassandraTls, Consistency};
 use crate::checkpoint::{Checkpoint, StateDir};
-use crate::pipeline::{Checkpointing, Pipeline};
+use crate::pipeline::{Checkpointing, Pipeline, Stopped};
 use crate::sink::archive::ArchiveSink;
 use crate::sink::cassandra::CassandraSinkAdapter;
 use crate::sink::http::{tls_trusting, HttpFormat, ZipkinHttpSink};
@@ -84,7 +84,8 @@ pub struct CollectorArgs {
     #[arg(long, value_name = "FILE")]
     pub query_token_file: Option<PathBuf>,
 
-    /// Zipkin server base URL (e.g. http://127.0.0.1:9411); repeatable.
+    /// Zipkin server: its base URL (e.g. http://127.0.0.1:9411) or the
+    /// full endpoint (http://127.0.0.1:9411/api/v2/spans); repeatable.
     #[arg(long, value_name = "URL")]
     pub zipkin_url: Vec<String>,
 
@@ -267,7 +268,7 @@ fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
 /// A running collector.
 pub struct Collector {
     stop: Arc<AtomicBool>,
-    pipeline: Option<JoinHandle<()>>,
+    pipeline: Option<JoinHandle<Stopped>>,
     query: Option<(tokio::runtime::Runtime, ServerHandle)>,
     store: Option<Store>,
 }
@@ -333,7 +334,12 @@ impl Collector {
                 .context("starting the query server's runtime")?;
             let handle = rt
                 .block_on(crate::store::serve_with(args.listen, s.clone(), server))
-                .with_context(|| format!("serving the Zipkin API on {}", args.listen))?;
+                .with_context(|| {
+                    format!(
+                        "serving the embedded store's Zipkin API on {} (another address: --listen)",
+                        args.listen
+                    )
+                })?;
             sinks.push(SinkRunner::start_durable(
                 &format!("store {}", path.display()),
                 StoreSink::new(s.clone()),
@@ -352,6 +358,8 @@ impl Collector {
                 ZipkinFormat::Json => HttpFormat::JsonV2,
                 ZipkinFormat::Thrift => HttpFormat::ThriftV1,
             };
+            crate::sink::http::endpoint(url, format)
+                .map_err(|e| anyhow::anyhow!("--zipkin-url: {e}"))?;
             let sink = match &zipkin_tls {
                 Some(tls) => ZipkinHttpSink::with_tls(url, format, tls.clone()),
                 None => ZipkinHttpSink::new(url, format),
@@ -552,22 +560,28 @@ impl Collector {
         self.store.as_ref()
     }
 
-    /// Blocks until the pipeline ended (its stop flag set, or every source gone).
-    pub fn wait(&mut self) {
-        if let Some(p) = self.pipeline.take() {
-            if p.join().is_err() {
+    /// Blocks until the pipeline ended (its stop flag set, or every source
+    /// gone); how it stopped (None: it had already been waited for, or it
+    /// panicked).
+    pub fn wait(&mut self) -> Option<Stopped> {
+        match self.pipeline.take()?.join() {
+            Ok(s) => Some(s),
+            Err(_) => {
                 tracing::error!("the collector thread panicked");
+                None
             }
         }
     }
 
-    /// Sets the stop flag, emits open spans, flushes the sinks and stops the
-    /// query server.
-    pub fn stop(mut self) {
+    /// Sets the stop flag, emits the open spans (or, with checkpoints,
+    /// keeps them in the last one), flushes the sinks and stops the query
+    /// server.
+    pub fn stop(mut self) -> Option<Stopped> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.wait();
+        let stopped = self.wait();
         if let Some((rt, handle)) = self.query.take() {
             rt.block_on(handle.shutdown());
         }
+        stopped
     }
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use blkkin::relay_client::RelayReader;
-use blkkin::tls::{ClientAuth, ClientAuthOptions};
 use blkkin::ring::reader::{ReadMode, RingReader, WriterCounters};
+use blkkin::tls::{ClientAuth, ClientAuthOptions};
 use blkkin::wire::Start;
 use blkkin::{Endpoint, Span, TraceContext};
 use clap::{Parser, Subcommand};
@@ -124,13 +124,22 @@ fn main() -> anyhow::Result<()> {
             timeout,
             interval_ms,
             auth,
-        } => watch(connect(&relay, "pipeline-bench-watch", &auth)?, expect, timeout, interval_ms)?,
+        } => watch(
+            connect(&relay, "pipeline-bench-watch", &auth)?,
+            expect,
+            timeout,
+            interval_ms,
+        )?,
         Cmd::Latency {
             relay,
             warmup,
             seconds,
             auth,
-        } => latency(connect(&relay, "pipeline-bench-latency", &auth)?, warmup, seconds)?,
+        } => latency(
+            connect(&relay, "pipeline-bench-latency", &auth)?,
+            warmup,
+            seconds,
+        )?,
         Cmd::Certs { out } => {
             let files = blkkin::tls::certs::generate(&blkkin::tls::certs::CertRequest {
                 out,

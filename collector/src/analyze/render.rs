@@ -84,7 +84,11 @@ fn slow_row(t: &SlowTrace) -> Vec<String> {
     ]
 }
 
-fn aligned(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+/// Which columns hold numbers (right-aligned); the others are text (left).
+const OP_NUMERIC: [bool; 9] = [false, false, true, true, true, true, true, true, true];
+const SLOW_NUMERIC: [bool; 6] = [false, true, true, false, false, true];
+
+fn aligned(out: &mut String, header: &[&str], numeric: &[bool], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -93,12 +97,12 @@ fn aligned(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
     let line = |out: &mut String, cells: Vec<&str>| {
         let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+        for ((cell, w), num) in cells.iter().zip(&widths).zip(numeric) {
             // Text left, numbers right.
-            if i < 2 {
-                let _ = write!(s, "{cell:<w$}  ");
-            } else {
+            if *num {
                 let _ = write!(s, "{cell:>w$}  ");
+            } else {
+                let _ = write!(s, "{cell:<w$}  ");
             }
         }
         out.push_str(s.trim_end());
@@ -116,11 +120,11 @@ fn table(r: &Report) -> String {
         r.spans, r.files, r.bytes, r.files_pruned, r.bad_lines
     );
     let ops: Vec<Vec<String>> = r.operations.iter().map(op_row).collect();
-    aligned(&mut out, &OP_HEADER, &ops);
+    aligned(&mut out, &OP_HEADER, &OP_NUMERIC, &ops);
     if !r.slowest.is_empty() {
         out.push_str("\nslowest traces\n");
         let slow: Vec<Vec<String>> = r.slowest.iter().map(slow_row).collect();
-        aligned(&mut out, &SLOW_HEADER, &slow);
+        aligned(&mut out, &SLOW_HEADER, &SLOW_NUMERIC, &slow);
     }
     out
 }
@@ -209,5 +213,29 @@ mod tests {
         assert!(table.starts_with("3 spans from 1 files"));
         assert!(table.contains("slowest traces"));
         assert!("xml".parse::<OutputFormat>().is_err());
+    }
+
+    #[test]
+    fn table_columns_line_up_text_left_numbers_right() {
+        let mut r = report();
+        r.slowest[0].root_name = Some("a-longer-span-name".into());
+        let table = render(&r, OutputFormat::Table);
+        let slow: Vec<&str> = table
+            .lines()
+            .skip_while(|l| *l != "slowest traces")
+            .skip(1)
+            .collect();
+        // Each header ends where its (right-aligned) number ends, or starts
+        // where its (left-aligned) text starts.
+        let (head, row) = (slow[0], slow[1]);
+        let end = |l: &str, w: &str| l.find(w).unwrap() + w.len();
+        assert_eq!(end(head, "duration_ms"), end(row, "3.000"), "{table}");
+        assert_eq!(
+            head.find("root_span"),
+            row.find("a-longer-span-name"),
+            "{table}"
+        );
+        assert_eq!(head.find("root_service"), row.find("client"), "{table}");
+        assert_eq!(end(head, "start_us"), row.len(), "{table}");
     }
 }

@@ -43,8 +43,8 @@ impl ArchiveConfig {
         ArchiveConfig {
             writer_id: writer_id.into(),
             compression: Compression::None,
-            roll_bytes: 128 << 20,
-            roll_interval: Duration::from_secs(300),
+            roll_bytes: 64 << 20,
+            roll_interval: Duration::from_secs(60),
             flush_bytes: 1 << 20,
             max_open_partitions: 64,
         }

@@ -12,7 +12,12 @@
 //! A side is emitted once it is *closed* (its closing annotation arrived:
 //! `cr`, `ss`, `ms`, `mr`, or `end` for a span without core annotations),
 //! after a short *linger* that lets the other side of a shared span arrive
-//! from another stream; an unclosed side is emitted after the idle timeout.
+//! from another stream. A side with neither beginning nor end of its own
+//! (key/values or events recorded at another endpoint inside the span, as
+//! ztracer's `keyval(k, v, &endpoint)` does) is emitted together with the
+//! span's closed sides, as its own v2 span like Zipkin's v1 converter makes
+//! one per endpoint; any other unclosed side is emitted after the idle
+//! timeout.
 //! Emitted spans are remembered until they are idle, so a late annotation
 //! emits the side again with everything it has (Zipkin merges spans by id).
 //! State is bounded: when `max_open` spans are held the least recently
@@ -215,6 +220,15 @@ impl SpanAssembler {
         self.open.len()
     }
 
+    /// Sides holding annotations not emitted yet (waiting to close, for
+    /// their linger, or for the idle timeout).
+    pub fn pending_sides(&self) -> usize {
+        self.open
+            .values()
+            .map(|o| o.sides.iter().filter(|s| s.pending).count())
+            .sum()
+    }
+
     /// Takes one annotation received at `now`; spans emitted early (to stay
     /// within `max_open`) are appended to `out`.
     pub fn add(&mut self, a: &Annotation, now: Instant, out: &mut Vec<Span>) {
@@ -295,9 +309,19 @@ impl SpanAssembler {
             }
             self.ready.pop_front();
             if let Some(span) = self.open.get_mut(&key) {
+                let mut emitted = false;
                 for i in 0..span.sides.len() {
                     let side = &span.sides[i];
                     if side.pending && side.ready_at.is_some_and(|r| r <= now) {
+                        span.emit(i, key, &mut self.stats, out);
+                        emitted = true;
+                    }
+                }
+                // Sides that never close (key/values or events another
+                // endpoint recorded inside this span) go with it, now.
+                for i in 0..span.sides.len() {
+                    let side = &span.sides[i];
+                    if emitted && side.pending && side.unbounded() {
                         span.emit(i, key, &mut self.stats, out);
                     }
                 }
@@ -739,6 +763,58 @@ pub(crate) mod tests {
         assert_eq!(out[0].annotations.len(), 1, "cs gave the timestamp");
         assert_eq!(asm.stats().incomplete, 1);
         assert_eq!(asm.open_spans(), 0);
+    }
+
+    #[test]
+    fn a_keyval_at_another_endpoint_is_emitted_with_the_span_not_after_the_idle_timeout() {
+        // ztracer: child.keyval("seq", i, &parent_ep) inside a child span
+        // timed at its own endpoint.
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let s = "00000000000000e1";
+        let anns = [
+            ann(s, "child", "10.0.0.2", 2, 100, "start"),
+            kv(
+                ann(s, "parent", "10.0.0.1", 1, 110, ""),
+                "seq",
+                AnnotationValue::Integer(7),
+            ),
+            ann(s, "child", "10.0.0.2", 2, 150, "end"),
+        ];
+        let out = run(&mut asm, &anns, t0);
+        assert_eq!(out.len(), 2, "both endpoints' spans at the linger: {out:?}");
+        let child = out
+            .iter()
+            .find(|x| x.local_endpoint.as_ref().unwrap().service_name.as_deref() == Some("child"))
+            .unwrap();
+        assert_eq!((child.timestamp, child.duration), (Some(100), Some(50)));
+        let parent = out
+            .iter()
+            .find(|x| x.local_endpoint.as_ref().unwrap().service_name.as_deref() == Some("parent"))
+            .unwrap();
+        assert_eq!(parent.tags.get("seq").map(String::as_str), Some("7"));
+        assert_eq!(parent.id, child.id);
+        assert_eq!(asm.stats().incomplete, 0);
+        assert_eq!(asm.stats().spans, 2);
+        // Nothing left for the idle timeout.
+        let mut later = Vec::new();
+        asm.poll(t0 + Duration::from_secs(11), &mut later);
+        assert!(later.is_empty(), "{later:?}");
+    }
+
+    #[test]
+    fn a_side_that_began_and_did_not_end_still_waits_for_the_idle_timeout() {
+        let mut asm = SpanAssembler::new(cfg());
+        let t0 = Instant::now();
+        let s = "00000000000000e2";
+        let anns = [
+            ann(s, "c", "10.0.0.1", 1, 100, "cs"),
+            ann(s, "c", "10.0.0.1", 1, 200, "cr"),
+            ann(s, "s", "10.0.0.2", 2, 120, "sr"),
+        ];
+        let out = run(&mut asm, &anns, t0);
+        assert_eq!(out.len(), 1, "the server side is still open: {out:?}");
+        assert_eq!(out[0].kind, Some(SpanKind::Client));
     }
 
     #[test]

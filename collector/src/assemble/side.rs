@@ -235,6 +235,15 @@ impl Side {
         }
     }
 
+    /// Whether it has neither a beginning nor an end of its own: only
+    /// key/values and events recorded at this endpoint inside a span other
+    /// endpoints time (ztracer's `child.keyval(k, v, &parent_endpoint)`).
+    /// Such a side never closes; it is emitted with the span's closed sides.
+    pub(super) fn unbounded(&self) -> bool {
+        let (begin, end) = bounds(self.kind());
+        self.seen & (begin | end.unwrap_or(0)) == 0
+    }
+
     /// Whether its closing annotation arrived.
     pub(super) fn closed(&self) -> bool {
         match bounds(self.kind()) {

@@ -447,6 +447,21 @@ impl CassandraSink {
         Ok(())
     }
 
+    /// Links the buffered traces that have been quiet for the linking window
+    /// (called on a timer, so links do not wait for the next write) and
+    /// stores the pending counts; `Err` leaves them pending.
+    pub async fn link_due(&self) -> Result<(), CassandraError> {
+        let mut state = self.links.lock().await;
+        let mut early = 0;
+        let due = state.buffer.add(&[], Instant::now(), &mut early);
+        self.stats.traces_linked_early.fetch_add(early, Relaxed);
+        self.link(&mut state, due);
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        self.store_links(&mut state).await
+    }
+
     /// Links every buffered trace now and stores all pending dependency
     /// counts; `Err` leaves the counts pending for the next attempt.
     pub async fn flush_links(&self) -> Result<(), CassandraError> {
@@ -648,6 +663,11 @@ impl BlockingCassandraSink {
     /// [`CassandraSink::write`], blocking.
     pub fn write(&self, spans: &[Span]) -> Result<(), CassandraError> {
         self.runtime.block_on(self.sink.write(spans))
+    }
+
+    /// [`CassandraSink::link_due`], blocking.
+    pub fn link_due(&self) -> Result<(), CassandraError> {
+        self.runtime.block_on(self.sink.link_due())
     }
 
     /// [`CassandraSink::flush_links`], blocking.

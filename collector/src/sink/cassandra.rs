@@ -1,6 +1,7 @@
-//! Cassandra (Zipkin's `zipkin2` keyspace) as a sink. Connects lazily, so a
-//! collector started before Cassandra waits for it (retrying with the
-//! runner's backoff) instead of failing.
+//! Cassandra (Zipkin's `zipkin2` keyspace) as a sink. Connects (and creates
+//! the schema) when the sink starts, and again whenever it is idle or has a
+//! batch while not connected, so a collector started before Cassandra waits
+//! for it (retrying with the runner's backoff) instead of failing.
 
 use crate::cassandra::{BlockingCassandraSink, CassandraConfig, CassandraError};
 use crate::model::Span;
@@ -19,8 +20,10 @@ impl CassandraSinkAdapter {
     }
 }
 
-impl Sink for CassandraSinkAdapter {
-    fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
+impl CassandraSinkAdapter {
+    /// Connects (creating the schema unless told not to) if not yet
+    /// connected; `spans` is what a refusal costs.
+    fn connected(&mut self, spans: usize) -> Result<&BlockingCassandraSink, SinkError> {
         if self.sink.is_none() {
             match BlockingCassandraSink::connect(self.config.clone()) {
                 Ok(s) => self.sink = Some(s),
@@ -28,14 +31,30 @@ impl Sink for CassandraSinkAdapter {
                 | Err(e @ CassandraError::Tls(_))
                 | Err(e @ CassandraError::MissingSchema { .. }) => {
                     return Err(SinkError::Rejected {
-                        spans: batch.len(),
+                        spans,
                         reason: e.to_string(),
                     })
                 }
                 Err(e) => return Err(SinkError::Retry(e.to_string())),
             }
         }
-        let sink = self.sink.as_ref().expect("connected above");
+        Ok(self.sink.as_ref().expect("connected above"))
+    }
+}
+
+impl Sink for CassandraSinkAdapter {
+    /// Connects at start (so the schema exists before the first span, and
+    /// a Zipkin started with CASSANDRA_ENSURE_SCHEMA=false finds it), then
+    /// links the traces that have been quiet for the linking window, so
+    /// dependency links appear without waiting for the next write.
+    fn idle(&mut self) -> Result<(), SinkError> {
+        let sink = self.connected(0)?;
+        sink.link_due()
+            .map_err(|e| SinkError::Retry(format!("dependency links: {e}")))
+    }
+
+    fn send(&mut self, batch: &[Span]) -> Result<(), SinkError> {
+        let sink = self.connected(batch.len())?;
         // Every span statement is idempotent: a partly failed batch is
         // written again whole.
         sink.write(batch)

@@ -104,12 +104,10 @@ impl ZipkinHttpSink {
     }
 
     fn build(base: &str, format: HttpFormat, agent: ureq::AgentBuilder) -> ZipkinHttpSink {
-        let path = match format {
-            HttpFormat::JsonV2 => "/api/v2/spans",
-            HttpFormat::ThriftV1 => "/api/v1/spans",
-        };
         ZipkinHttpSink {
-            url: format!("{}{path}", base.trim_end_matches('/')),
+            // A URL `endpoint` refuses is kept as given: every post then
+            // fails and is counted (the collector checks its URLs at start).
+            url: endpoint(base, format).unwrap_or_else(|_| base.to_string()),
             format,
             agent: agent
                 .timeout_connect(Duration::from_secs(5))
@@ -122,6 +120,47 @@ impl ZipkinHttpSink {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// The URL a sink for `given` posts to: a Zipkin base URL
+/// (`http://zipkin:9411`, also under a path prefix) gets the format's
+/// endpoint appended; the full endpoint (`…/api/v2/spans`, the form
+/// OpenTelemetry's Zipkin exporter takes) is used as it is. Anything else
+/// under `/api/` (another endpoint, or the other format's) is refused,
+/// saying what to give.
+pub fn endpoint(given: &str, format: HttpFormat) -> Result<String, String> {
+    let (path, other, flag) = match format {
+        HttpFormat::JsonV2 => ("/api/v2/spans", "/api/v1/spans", "json"),
+        HttpFormat::ThriftV1 => ("/api/v1/spans", "/api/v2/spans", "thrift"),
+    };
+    let url = given.trim_end_matches('/');
+    let Some(rest) = given
+        .strip_prefix("http://")
+        .or_else(|| given.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "Zipkin URL `{given}` must start with http:// or https:// (e.g. http://zipkin:9411)"
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("Zipkin URL `{given}` has no host"));
+    }
+    if url.ends_with(path) {
+        return Ok(url.to_string());
+    }
+    if url.ends_with(other) {
+        return Err(format!(
+            "Zipkin URL `{given}` is the endpoint of the other format, but --zipkin-format \
+             {flag} posts to {path}: give the base URL (e.g. http://zipkin:9411)"
+        ));
+    }
+    if url.contains("/api/") {
+        return Err(format!(
+            "Zipkin URL `{given}` names an API path: give the base URL (e.g. \
+             http://zipkin:9411) or the endpoint itself (…{path})"
+        ));
+    }
+    Ok(format!("{url}{path}"))
 }
 
 /// Encodes a batch: (body, content type, spans that could not be encoded).
@@ -191,6 +230,44 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn the_endpoint_may_be_given_whole_or_as_a_base() {
+        let json = HttpFormat::JsonV2;
+        let thrift = HttpFormat::ThriftV1;
+        for (given, format, want) in [
+            ("http://z:9411", json, "http://z:9411/api/v2/spans"),
+            ("http://z:9411/", json, "http://z:9411/api/v2/spans"),
+            (
+                "http://z:9411/api/v2/spans",
+                json,
+                "http://z:9411/api/v2/spans",
+            ),
+            (
+                "https://z/zipkin/api/v2/spans/",
+                json,
+                "https://z/zipkin/api/v2/spans",
+            ),
+            ("https://z/zipkin", thrift, "https://z/zipkin/api/v1/spans"),
+            (
+                "http://z:9411/api/v1/spans",
+                thrift,
+                "http://z:9411/api/v1/spans",
+            ),
+        ] {
+            assert_eq!(endpoint(given, format).as_deref(), Ok(want), "{given}");
+        }
+        for (given, format, says) in [
+            ("http://z:9411/api/v1/spans", json, "other format"),
+            ("http://z:9411/api/v2/spans", thrift, "other format"),
+            ("http://z:9411/api/v2", json, "names an API path"),
+            ("z:9411", json, "must start with http://"),
+            ("http://", json, "no host"),
+        ] {
+            let e = endpoint(given, format).unwrap_err();
+            assert!(e.contains(says), "{given}: {e}");
+        }
+    }
 
     /// A one-request HTTP server answering `status`; returns what it got.
     fn serve_once(status: u16) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {

@@ -73,7 +73,18 @@ pub trait Sink: Send + 'static {
         let _ = checkpoint;
         Ok(())
     }
+
+    /// Work a sink does on its own time: called once when the sink starts
+    /// and then about every [`IDLE_TICK`] while no span is waiting (the
+    /// Cassandra sink connects and creates its schema at start, and links
+    /// the traces that went quiet). An error is logged, never retried here.
+    fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
+
+/// How often [`Sink::idle`] runs while a sink has nothing to send.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// When a sink's spans are safe from a collector crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,13 +431,29 @@ impl<S: Sink> Worker<S> {
         let mut batch = Vec::with_capacity(self.config.batch_spans);
         // Set once the queue is closed: the time by which to give up.
         let mut give_up: Option<Instant> = None;
+        let mut next_idle = Instant::now();
+        let mut idle_failing = false;
         loop {
             let mut barrier = None;
-            if batch.is_empty() {
-                match self.rx.recv() {
+            while batch.is_empty() && barrier.is_none() {
+                if Instant::now() >= next_idle {
+                    match self.sink.idle() {
+                        Ok(()) => idle_failing = false,
+                        // Logged when it starts failing, not every second.
+                        Err(e) if !idle_failing => {
+                            idle_failing = true;
+                            tracing::warn!(sink = %self.name, "{e}");
+                        }
+                        Err(_) => {}
+                    }
+                    next_idle = Instant::now() + IDLE_TICK;
+                }
+                let wait = next_idle.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(wait) {
                     Ok(Item::Span(s)) => batch.push(s),
                     Ok(Item::Barrier(b)) => barrier = Some(b),
-                    Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             let fill_until = Instant::now() + self.config.batch_wait;
