@@ -11,8 +11,19 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-/// Options shared by `blkkin up` and `blkkin demo`.
+/// Options shared by `blkkin up` and `blkkin demo`. The collector's
+/// `--store` and `--state-dir` get help saying what `up` does with them.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    mut_arg("store", |a| a.help(
+        "Keep spans in the embedded store (SQLite file) and serve Zipkin's v2 query API \
+         from it on --listen [default: DATA_DIR/spans.db; --no-store: none]"
+    )),
+    mut_arg("state_dir", |a| a.help(
+        "Keep the collector's checkpoints here (relay positions and open spans; a restart \
+         resumes there) [default: DATA_DIR/collector]"
+    ))
+)]
 pub struct StackArgs {
     /// Ring directory to drain [default: $BLKIN_SHM_DIR or /dev/shm/blkin-<uid>].
     #[arg(long, value_name = "DIR")]

@@ -159,7 +159,19 @@ fn demo_workload_through_cassandra_into_zipkin_and_its_ui() {
         "zipkin finds all {REQUESTS} traces ({:.1}s)",
         t0.elapsed().as_secs_f64()
     );
-    // Stopping the collector stores its pending dependency links.
+    // The dependency links come on the collector's timer (10 s of quiet),
+    // with no later write and without stopping it.
+    let links_from = Instant::now();
+    wait_until(
+        "dependency links without a later write",
+        Duration::from_secs(20),
+        || (dependency_edges(&zipkin) == expected_edges(&by_trace)).then_some(()),
+    );
+    eprintln!(
+        "dependency links in Zipkin {:.1}s after every trace was ({:.1}s)",
+        links_from.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
     let log_text = collector.stop();
     let totals = log_text
         .lines()
@@ -200,6 +212,43 @@ fn demo_workload_through_cassandra_into_zipkin_and_its_ui() {
         "kill and restart checked ({:.1}s)",
         t0.elapsed().as_secs_f64()
     );
+    drop(zipkin);
+    check_schema_at_start(&cassandra, node.tmp.path());
+    eprintln!(
+        "schema at start checked ({:.1}s)",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A collector that never received a span has created Zipkin's schema in
+/// a fresh keyspace when it started: a Zipkin with
+/// CASSANDRA_ENSURE_SCHEMA=false started then is healthy and answers.
+fn check_schema_at_start(cassandra: &Cassandra, dir: &Path) {
+    let ks = "zipkin_fresh";
+    let contact = format!("127.0.0.1:{}", cassandra.port);
+    // No relay listens on port 1: not a span will come.
+    let collector = Collector::start(
+        &["127.0.0.1:1"],
+        &["--cassandra", &contact, "--cassandra-keyspace", ks],
+        &dir.join("fresh-collector.log"),
+    );
+    wait_until(
+        "the collector to create the schema at start",
+        Duration::from_secs(120),
+        || {
+            collector
+                .log()
+                .contains("keyspace zipkin_fresh ready")
+                .then_some(())
+        },
+    );
+    let zdir = dir.join("fresh-zipkin");
+    std::fs::create_dir_all(&zdir).unwrap();
+    let zipkin = Zipkin::start(cassandra.port, ks, &zdir);
+    let (status, body) = zipkin.get("/api/v2/services").expect("services");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), "[]");
+    collector.stop();
 }
 
 /// The collector's arguments: Cassandra at `contact`, checkpoints in
@@ -452,13 +501,20 @@ fn check_queries(zipkin: &Zipkin, by_trace: &BTreeMap<String, Vec<Value>>, all: 
 
 /// The edges client → volume → mapper → blocker, one call per request
 /// each, errors where a failed request's spans carry `error`.
-fn check_dependencies(zipkin: &Zipkin, by_trace: &BTreeMap<String, Vec<Value>>) {
+/// The edges Zipkin shows now (ending a minute from now).
+fn dependency_edges(zipkin: &Zipkin) -> BTreeMap<(String, String), (u64, u64)> {
     let end = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
         + 60_000;
-    let (deps, edges) = zipkin.dependency_edges(end);
+    zipkin.dependency_edges(end).1
+}
+
+/// The demo's service graph: one call per trace on each edge.
+fn expected_edges(
+    by_trace: &BTreeMap<String, Vec<Value>>,
+) -> BTreeMap<(String, String), (u64, u64)> {
     // Zipkin's linker counts an error on an edge when the callee's span
     // (the server side) has an `error` tag.
     let errors_at = |callee: &str| -> u64 {
@@ -472,15 +528,19 @@ fn check_dependencies(zipkin: &Zipkin, by_trace: &BTreeMap<String, Vec<Value>>) 
             .count() as u64
     };
     let n = by_trace.len() as u64;
-    let want: BTreeMap<(String, String), (u64, u64)> = [
+    [
         ("client", "volume"),
         ("volume", "mapper"),
         ("mapper", "blocker"),
     ]
     .into_iter()
     .map(|(p, c)| ((p.to_string(), c.to_string()), (n, errors_at(c))))
-    .collect();
-    assert_eq!(edges, want, "dependency links: {deps}");
+    .collect()
+}
+
+fn check_dependencies(zipkin: &Zipkin, by_trace: &BTreeMap<String, Vec<Value>>) {
+    let want = expected_edges(by_trace);
+    assert_eq!(dependency_edges(zipkin), want, "dependency links");
     assert!(want.values().any(|(_, e)| *e > 0), "some edge has errors");
 }
 

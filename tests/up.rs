@@ -168,6 +168,10 @@ fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it(
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("kept in the"), "{help}");
+    // …and describes up's own defaults, not the standalone collector's.
+    assert!(help.contains("[default: DATA_DIR/collector]"), "{help}");
+    assert!(help.contains("[default: DATA_DIR/spans.db"), "{help}");
+    assert!(!help.contains("nothing is kept"), "{help}");
     let kept: usize = rest
         .split("kept ")
         .nth(1)

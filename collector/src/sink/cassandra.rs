@@ -26,7 +26,19 @@ impl CassandraSinkAdapter {
     fn connected(&mut self, spans: usize) -> Result<&BlockingCassandraSink, SinkError> {
         if self.sink.is_none() {
             match BlockingCassandraSink::connect(self.config.clone()) {
-                Ok(s) => self.sink = Some(s),
+                Ok(s) => {
+                    tracing::info!(
+                        keyspace = %self.config.keyspace,
+                        "connected to Cassandra; keyspace {} ready ({})",
+                        self.config.keyspace,
+                        if self.config.ensure_schema {
+                            "schema created where missing"
+                        } else {
+                            "schema checked"
+                        }
+                    );
+                    self.sink = Some(s)
+                }
                 Err(e @ CassandraError::Config(_))
                 | Err(e @ CassandraError::Tls(_))
                 | Err(e @ CassandraError::MissingSchema { .. }) => {

@@ -432,21 +432,32 @@ impl<S: Sink> Worker<S> {
         // Set once the queue is closed: the time by which to give up.
         let mut give_up: Option<Instant> = None;
         let mut next_idle = Instant::now();
-        let mut idle_failing = false;
+        // While `idle` fails: the wait before the next try.
+        let mut idle_failing: Option<Duration> = None;
         loop {
             let mut barrier = None;
             while batch.is_empty() && barrier.is_none() {
                 if Instant::now() >= next_idle {
-                    match self.sink.idle() {
-                        Ok(()) => idle_failing = false,
-                        // Logged when it starts failing, not every second.
-                        Err(e) if !idle_failing => {
-                            idle_failing = true;
-                            tracing::warn!(sink = %self.name, "{e}");
+                    let wait = match self.sink.idle() {
+                        Ok(()) => {
+                            idle_failing = None;
+                            IDLE_TICK
                         }
-                        Err(_) => {}
-                    }
-                    next_idle = Instant::now() + IDLE_TICK;
+                        // Logged when it starts failing, then retried with
+                        // the sink's backoff (doubling up to its maximum).
+                        Err(e) => {
+                            let wait = match idle_failing {
+                                None => {
+                                    tracing::warn!(sink = %self.name, "{e}");
+                                    IDLE_TICK
+                                }
+                                Some(w) => (w * 2).min(self.config.backoff_max.max(IDLE_TICK)),
+                            };
+                            idle_failing = Some(wait);
+                            wait
+                        }
+                    };
+                    next_idle = Instant::now() + wait;
                 }
                 let wait = next_idle.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(wait) {
