@@ -76,7 +76,9 @@ def main(results_dir, dst):
             out += [f"## {title}", "", f"Not measured yet: run `bash bench/run.sh {name}`.", ""]
     fuzz = os.path.join(results_dir, "fuzz.jsonl")
     if os.path.exists(fuzz):
-        out += fuzz_section(load(fuzz))
+        with open(fuzz) as f:
+            runs = [json.loads(line) for line in f if line.strip()]
+        out += fuzz_section(runs, max((r.get("finished", "") for r in runs), default=""))
     else:
         out += ["## Fuzzing (issue 13)", "", "Not run yet: run `bash bench/run.sh fuzz`.", ""]
     os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -555,11 +557,13 @@ def cassandra_section(c):
     return out
 
 
-def fuzz_section(runs):
+def fuzz_section(runs, when):
     out = ["## Fuzzing (issue 13)", ""]
     w = out.append
-    w("cargo-fuzz (libFuzzer, AddressSanitizer) on every decoder of outside bytes, each target from its "
-      "corpus in `fuzz/corpus/`; a crash leaves its input in `fuzz/artifacts/` and gets a regression test.")
+    w("Run by `bash bench/run.sh fuzz` (scripts/fuzz.sh)" + (f", finished {when}" if when else "")
+      + ", one target after the other on one core. cargo-fuzz (libFuzzer, AddressSanitizer) on every decoder of outside bytes, each target "
+      "from its corpus in `fuzz/corpus/`; a crash leaves its input in `fuzz/artifacts/` and gets a "
+      "regression test.")
     w("")
     w("| target | decodes | seconds | executions | exec/s | corpus | findings |")
     w("|---|---|---|---|---|---|---|")

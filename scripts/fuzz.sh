@@ -36,8 +36,8 @@ for t in "${TARGETS[@]}"; do
 		tail -40 "$log"
 	fi
 	if [ -n "$OUT" ]; then
-		printf '{"target":"%s","seconds":%s,"executions":%s,"corpus":%s,"exit":%s,"crashes":%s}\n' \
-			"$t" "$SECS" "${execs:-0}" "$corpus" "$status" "$crashes" >>"$OUT"
+		printf '{"target":"%s","seconds":%s,"executions":%s,"corpus":%s,"exit":%s,"crashes":%s,"finished":"%s"}\n' \
+			"$t" "$SECS" "${execs:-0}" "$corpus" "$status" "$crashes" "$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$OUT"
 	fi
 done
 exit "$failed"
