@@ -167,7 +167,7 @@ impl ClientStream {
 
 impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(tls) = self.tls.clone() else {
+        let Some(tls) = &self.tls else {
             return self.sock.read(buf);
         };
         loop {
@@ -213,7 +213,7 @@ impl Write for ClientStream {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let Some(tls) = self.tls.clone() else {
+        let Some(tls) = &self.tls else {
             return self.sock.write_all(buf);
         };
         let _order = lock(&tls.write_order);
