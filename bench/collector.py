@@ -9,7 +9,10 @@
               blkkin-collector --store; every SAMPLE-th trace is polled (one poller, GET
               /api/v2/traceMany of the pending traces every 20 ms) until both spans
               answer; latency = that moment − the wall-clock time of the trace's
-              last record.
+              last record. Run twice: "closed" (two local spans per
+              trace) and "keyval" (ztracer's key/value at the parent's
+              endpoint inside a child span: three v2 spans per trace, one
+              of them a side with no beginning or end).
   memory      spans that never close (span_load open) at OPEN_RATE spans/s for
               OPEN_SECONDS into a collector with its default limits; its RSS
               (/proc/<pid>/status VmRSS) sampled every 0.5 s must stay under the
@@ -126,10 +129,15 @@ class Stack:
                 p.wait()
 
 
-def visibility(args):
+# Spans per trace of each span_load pattern, as the store answers them.
+PATTERN_SPANS = {"closed": 2, "keyval": 3}
+
+
+def visibility(args, pattern):
     rate, seconds, sample = 10_000, (10 if args.quick else 30), 25
-    log(f"record → queryable at {rate} spans/s for {seconds} s")
-    st = Stack(args.bin, args.work, "visibility")
+    want = PATTERN_SPANS[pattern]
+    log(f"record → queryable ({pattern}: {want} spans per trace) at {rate} spans/s for {seconds} s")
+    st = Stack(args.bin, args.work, f"visibility-{pattern}")
     lat, missing = [], []
     pending = {}  # trace id → wall-clock µs of its last record
     lock = threading.Lock()
@@ -156,7 +164,7 @@ def visibility(args):
                 seen = time.time()
                 with lock:
                     for spans in traces:
-                        if len(spans) >= 2 and spans[0]["traceId"] in pending:
+                        if len(spans) >= want and spans[0]["traceId"] in pending:
                             recorded = pending.pop(spans[0]["traceId"])
                             lat.append(seen - recorded / 1e6)
                     for t in chunk:
@@ -169,7 +177,7 @@ def visibility(args):
     t0 = time.time()
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    gen = st.load(args.load, args.lib, ["closed", str(rate), str(seconds), str(sample)])
+    gen = st.load(args.load, args.lib, [pattern, str(rate), str(seconds), str(sample)])
     spans, sampled = 0, 0
     for line in gen.stdout:
         parts = line.split()
@@ -187,6 +195,7 @@ def visibility(args):
     st.stop()
     lat.sort()
     r = {
+        "pattern": pattern, "spans_per_trace": want,
         "rate_spans_per_s": rate, "seconds": seconds, "spans": spans,
         "sampled_traces": sampled, "missing": len(missing),
         "p50_s": pct(lat, 50), "p99_s": pct(lat, 99), "max_s": lat[-1] if lat else None,
@@ -261,7 +270,8 @@ def main():
         "profile": os.environ.get("PROFILE", "bench-fast"),
         "throughput": tp,
         "target_spans_per_s_per_core": 200_000,
-        "visibility": visibility(args),
+        "visibility": visibility(args, "closed"),
+        "visibility_keyval": visibility(args, "keyval"),
         "memory": memory(args),
     }
     with open(args.out, "w") as f:

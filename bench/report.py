@@ -435,17 +435,24 @@ def collector_section(c):
         r = tp[key]
         goal = f"≥ {k(target)}: {met(r['per_cpu'] >= target)}" if key.startswith("assembly_") else ""
         out.append(f"| {label} | {k(r['per_cpu'])} | {k(r['wall'])} | {goal} |")
-    v = c["visibility"]
     out += ["", "**Record → queryable** in the embedded store (bench/c/span_load.c → "
-            "blkkin-consumerd → blkkin-relayd → blkkin-collector --store → "
-            "both spans of every 25th trace answered by `GET /api/v2/traceMany`, polled every 20 ms "
-            "by one poller):", "",
-            "| rate | spans | sampled traces | missing | p50 | p99 | max | collector CPU | target p99 ≤ 2 s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "blkkin-consumerd → blkkin-relayd → blkkin-collector --store, default options → "
+            "every span of every 25th trace answered by `GET /api/v2/traceMany`, polled every 20 ms "
+            "by one poller). Patterns: *closed*, two local spans per trace; *keyval*, ztracer's "
+            "key/value at the parent's endpoint inside a child span (client `cs`/`cr`, server "
+            "`sr`/`ss`, the client's `seq` between them: three v2 spans, one a side with no "
+            "beginning or end).", "",
+            "| pattern | rate | spans | sampled traces | missing | p50 | p99 | max | collector CPU | target p99 ≤ 2 s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.3f} s"
-    out.append(f"| {k(v['rate_spans_per_s'])} spans/s for {v['seconds']} s | {v['spans']:,} | "
-               f"{v['sampled_traces']} | {v['missing']} | {fmt(v['p50_s'])} | {fmt(v['p99_s'])} | "
-               f"{fmt(v['max_s'])} | {v['collector_cpu_percent']:.0f} % | {met(v['met'])} |")
+    for key in ("visibility", "visibility_keyval"):
+        if key not in c:
+            continue
+        v = c[key]
+        out.append(f"| {v.get('pattern', 'closed')} | {k(v['rate_spans_per_s'])} spans/s for "
+                   f"{v['seconds']} s | {v['spans']:,} | "
+                   f"{v['sampled_traces']} | {v['missing']} | {fmt(v['p50_s'])} | {fmt(v['p99_s'])} | "
+                   f"{fmt(v['max_s'])} | {v['collector_cpu_percent']:.0f} % | {met(v['met'])} |")
     m = c["memory"]
     mib = lambda b: f"{b / (1 << 20):,.0f} MiB"
     out += ["", f"**Memory bound**: {k(m['rate_spans_per_s'])} never-closing spans/s for "

@@ -9,7 +9,14 @@
 # Steps 3-5 need the nightly toolchain with miri and rust-src, and cargo-fuzz
 # (.ci/run installs them); set BLKKIN_SKIP_NIGHTLY=1 to skip them on a machine
 # without it.
+#
+# usage: scripts/test.sh        (no arguments; --help prints this)
 set -euo pipefail
+case "${1:-}" in
+-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+"") ;;
+*) echo "test.sh: takes no arguments (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n=== %s\n' "$*"; }

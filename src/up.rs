@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Options shared by `blkkin up` and `blkkin demo`. The collector's
 /// `--store` and `--state-dir` get help saying what `up` does with them.
@@ -261,6 +263,8 @@ pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
+        .finish()
+        .with(blkkin_collector::cassandra::driver_warning_filter())
         .try_init();
 }
 

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use blkkin_collector::service::{Collector, CollectorArgs};
 
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .finish()
+        .with(blkkin_collector::cassandra::driver_warning_filter())
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

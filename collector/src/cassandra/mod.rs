@@ -8,6 +8,7 @@
 //! - [`schema`]: Zipkin's schema, created or validated
 //! - [`sink`]: the driver session, prepared statements, bounded concurrency
 //! - [`tls`]: TLS to the native port (OpenSSL), CA and client certificate
+//! - [`warnings`]: what Cassandra warns about, logged once with context
 //!
 //! See docs/ARCHITECTURE.md ("Cassandra store") for the guarantees.
 
@@ -16,12 +17,14 @@ mod rows;
 mod schema;
 mod sink;
 mod tls;
+mod warnings;
 
 use std::time::Duration;
 
 pub use scylla::statement::Consistency;
 pub use sink::{BlockingCassandraSink, CassandraSink, CassandraStats};
 pub use tls::CassandraTls;
+pub use warnings::driver_warning_filter;
 
 /// How to reach Cassandra and what to write.
 #[derive(Debug, Clone)]

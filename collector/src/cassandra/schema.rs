@@ -83,13 +83,15 @@ pub(crate) async fn ensure(
     let present = tables(session, keyspace).await?;
     if create && !present.iter().any(|t| t == "span") {
         for statement in statements(keyspace, replication) {
-            session
+            let first_line = statement.lines().next().unwrap_or_default();
+            let result = session
                 .query_unpaged(statement.as_str(), ())
                 .await
                 .map_err(|source| CassandraError::Schema {
-                    statement: statement.lines().next().unwrap_or_default().to_string(),
+                    statement: first_line.to_string(),
                     source: Box::new(source),
                 })?;
+            super::warnings::log(&result, first_line);
         }
         session
             .await_schema_agreement()

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::links::{self, DayLinks, LinkCounts, TraceBuffer};
 use super::rows::{self, SpanRow, TraceByServiceRemoteService, TraceByServiceSpan};
-use super::{schema, CassandraConfig, CassandraError};
+use super::{schema, warnings, CassandraConfig, CassandraError};
 use crate::model::Span;
 
 /// The `span` insert's columns, in the bind order of `SpanRow::values`.
@@ -164,14 +164,18 @@ async fn execute_rows<V: SerializeRow>(
 ) -> Result<(), ExecutionError> {
     if values.len() == 1 {
         let v = values.pop().expect("one row");
-        return session.execute_unpaged(statement, v).await.map(|_| ());
+        let result = session.execute_unpaged(statement, v).await?;
+        warnings::log(&result, statement.get_statement());
+        return Ok(());
     }
     let mut batch = Batch::new(BatchType::Unlogged);
     for _ in 0..values.len() {
         batch.append_statement(statement.clone());
     }
     batch.set_is_idempotent(true);
-    session.batch(&batch, values).await.map(|_| ())
+    let result = session.batch(&batch, values).await?;
+    warnings::log(&result, statement.get_statement());
+    Ok(())
 }
 
 impl Write {
@@ -203,7 +207,9 @@ impl Write {
                     EntryTable::ServiceRemoteService => &st.service_remote,
                     EntryTable::AutocompleteTags => &st.autocomplete,
                 };
-                session.execute_unpaged(p, (k, v)).await.map(|_| ())
+                let result = session.execute_unpaged(p, (k, v)).await?;
+                warnings::log(&result, p.get_statement());
+                Ok(())
             }
         }
     }
@@ -623,6 +629,7 @@ impl CassandraSink {
                 }
             }
             .map_err(|e| e.to_string())?;
+            warnings::log(&result, "dependency link upsert");
             let row = result
                 .into_rows_result()
                 .map_err(|e| e.to_string())?

@@ -296,7 +296,7 @@ impl Drop for Zipkin {
 /// GET `http://127.0.0.1:port{path}`: the status and body, for any status.
 /// (A hand-rolled `Connection: close` client waited seconds per request for
 /// Zipkin's server to close the connection.)
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let url = format!("http://127.0.0.1:{port}{path}");
     let res = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
