@@ -120,8 +120,12 @@ impl Stack {
         if cargs.state_dir.is_none() {
             cargs.state_dir = Some(data_dir.join("collector"));
         }
-        let collector = blkkin_collector::service::Collector::start(
+        // The embedded relay is the one of this data directory whatever
+        // its port: checkpoints name it so, and a restart on another
+        // --relay-listen resumes where the last run stopped.
+        let collector = blkkin_collector::service::Collector::start_with_ids(
             &[relay_addr.to_string()],
+            &[EMBEDDED_RELAY.to_string()],
             &cargs,
             Arc::new(AtomicBool::new(false)),
         )
@@ -236,6 +240,9 @@ fn start_relay(cfg: blkkin_relayd::Config) -> anyhow::Result<RelayHandle> {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The name the collector's checkpoints give the embedded relay.
+const EMBEDDED_RELAY: &str = "embedded relay";
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);

@@ -12,7 +12,14 @@ fn up_drains_the_workload_into_its_relay_and_stops_on_ctrl_c() {
     let rings = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let mut up = Command::new(BLKKIN)
-        .args(["up", "--relay-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(state.path())
         .env("BLKIN_SHM_DIR", rings.path())
         .stderr(Stdio::piped())
@@ -121,8 +128,55 @@ fn start_up(
         .unwrap()
 }
 
+/// The spans of the JSON lines file `path` (none when it is missing).
+fn jsonl_spans(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The spans of the archive at `root` in committed files (`_tmp/` and
+/// `_manifests/` skipped, as Spark and Hive do).
+fn archived_spans(root: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('_') {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "ndjson") {
+                out.extend(jsonl_spans(&p));
+            }
+        }
+    }
+    out
+}
+
+/// A span's identity: trace, id, kind and endpoint (the sides of a shared
+/// span are separate v2 spans).
+fn span_key(s: &serde_json::Value) -> String {
+    format!(
+        "{} {} {} {}",
+        s["traceId"], s["id"], s["kind"], s["localEndpoint"]["serviceName"]
+    )
+}
+
+/// Asserts `spans` holds no span twice and returns their identities.
+fn unique(what: &str, spans: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    let keys: std::collections::BTreeSet<String> = spans.iter().map(span_key).collect();
+    assert_eq!(keys.len(), spans.len(), "a span twice in {what}");
+    keys
+}
+
 #[test]
-fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it() {
+fn ctrl_c_right_after_a_burst_delivers_what_closed_keeps_what_is_open_and_the_next_start_delivers_it(
+) {
     let rings = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -133,14 +187,26 @@ fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it(
     let listen = format!("127.0.0.1:{port}");
     let api = format!("http://{listen}");
     let log = state.path().join("up.log");
-    // A long linger: at Ctrl-C the closed sides still wait, so some are
-    // open when the stack stops.
+    let jsonl = state.path().join("spans.jsonl");
+    let archive = state.path().join("archive");
+    let sinks = |jsonl: &std::path::Path| {
+        vec![
+            "--jsonl".to_string(),
+            jsonl.display().to_string(),
+            "--archive".to_string(),
+            archive.display().to_string(),
+        ]
+    };
+    // A long linger: at Ctrl-C the closed sides of the second burst still
+    // wait, so some are open when the stack stops.
+    let mut args = sinks(&jsonl);
+    args.extend(["--linger-ms".to_string(), "5000".to_string()]);
     let mut up = start_up(
         state.path(),
         rings.path(),
         &listen,
         &log,
-        &["--linger-ms", "5000"],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
@@ -154,19 +220,31 @@ fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
-    // A burst (20 traces of 7 spans), then Ctrl-C at once.
+    // A first burst (20 traces of 7 spans), delivered once its linger passed…
+    run_workload(rings.path(), 20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while jsonl_spans(&jsonl).len() < 140 {
+        assert!(std::time::Instant::now() < deadline, "first burst");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // …then a second one, and Ctrl-C at once.
     run_workload(rings.path(), 20);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
     let status = up.wait().unwrap();
     let rest = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "blkkin up: {status}: {rest}");
-    // What --help promises: open spans kept, and said so at stop.
+    // What --help promises: every completed span delivered to every sink,
+    // open ones kept, and their count said at stop.
     let help = Command::new(BLKKIN)
         .args(["up", "--help"])
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("deliver every span it completed to its sinks"),
+        "{help}"
+    );
     assert!(help.contains("kept in the"), "{help}");
     // …and describes up's own defaults, not the standalone collector's.
     assert!(help.contains("[default: DATA_DIR/collector]"), "{help}");
@@ -180,25 +258,49 @@ fn ctrl_c_right_after_a_burst_keeps_what_is_open_and_the_next_start_delivers_it(
         .unwrap_or_else(|| panic!("no count of kept sides at stop: {rest}"));
     assert!(kept > 0, "the long linger left sides open: {rest}");
     assert!(stored_spans(&api) == 0, "the store is stopped");
+    let delivered = unique("the JSON lines at stop", &jsonl_spans(&jsonl));
+    assert_eq!(
+        delivered.len() + kept,
+        280,
+        "delivered at stop + kept = both bursts: {rest}"
+    );
+    assert_eq!(
+        unique("the archive at stop", &archived_spans(&archive)),
+        delivered,
+        "the archive committed at stop what the JSON lines got"
+    );
 
-    // The next start on the same data directory delivers everything.
+    // The next start on the same data directory delivers the kept sides,
+    // each once, to every sink.
+    let jsonl2 = state.path().join("spans-again.jsonl");
+    let args = sinks(&jsonl2);
     let mut again = start_up(
         state.path(),
         rings.path(),
         &listen,
         &state.path().join("again.log"),
-        &[],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut n = 0;
-    while n < 140 && std::time::Instant::now() < deadline {
+    while n < 280 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
         n = stored_spans(&api);
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(again.id() as i32, libc::SIGINT) };
     again.wait().unwrap();
-    assert_eq!(n, 140, "every span of the burst, once");
+    assert_eq!(n, 280, "every span of both bursts in the store, once");
+    let later = unique("the JSON lines of the next start", &jsonl_spans(&jsonl2));
+    assert_eq!(
+        later.len(),
+        kept,
+        "the kept sides, no more: {rest}\n{}",
+        std::fs::read_to_string(state.path().join("again.log")).unwrap()
+    );
+    assert!(later.is_disjoint(&delivered), "nothing delivered twice");
+    let archived = unique("the archive", &archived_spans(&archive));
+    assert_eq!(archived, &delivered | &later);
 }
 
 #[test]

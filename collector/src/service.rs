@@ -276,12 +276,28 @@ pub struct Collector {
 impl Collector {
     /// Starts reading `relays` and delivering to every sink of `args`
     /// (at least one). `stop` ends it (see [`Collector::stop`]).
+    /// Checkpoints know each relay by its address.
     pub fn start(
         relays: &[String],
         args: &CollectorArgs,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Collector> {
+        Collector::start_with_ids(relays, relays, args, stop)
+    }
+
+    /// As [`Collector::start`], with `ids[i]` the name checkpoints give
+    /// `relays[i]`: a relay whose address changes from run to run (`blkkin
+    /// up` with `--relay-listen 127.0.0.1:0`) but is the same relay on the
+    /// same data is resumed where it was. A checkpoint written under the
+    /// address (before an id was given) is resumed too.
+    pub fn start_with_ids(
+        relays: &[String],
+        ids: &[String],
+        args: &CollectorArgs,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Collector> {
         anyhow::ensure!(!relays.is_empty(), "no relay to read");
+        anyhow::ensure!(ids.len() == relays.len(), "one checkpoint id per relay");
         let sink_config = SinkConfig {
             queue_spans: args.queue_spans,
             batch_spans: args.batch_spans,
@@ -474,7 +490,7 @@ impl Collector {
         let checkpoints = (state.is_some() || args.archive.is_some()).then(|| Checkpointing {
             state,
             interval,
-            relays: relays.to_vec(),
+            relays: ids.to_vec(),
             next_id: 1,
             emitted: 0,
             positions: Default::default(),
@@ -485,8 +501,12 @@ impl Collector {
             (Some(c), Some(mut ck)) => {
                 let (assembler, skipped) =
                     SpanAssembler::restore(assembler_config, c.assembler.clone(), Instant::now());
-                for (i, relay) in relays.iter().enumerate() {
-                    for (key, next) in c.resume(relay) {
+                for (i, (relay, id)) in relays.iter().zip(ids).enumerate() {
+                    let mut resume = c.resume(id);
+                    if resume.is_empty() {
+                        resume = c.resume(relay);
+                    }
+                    for (key, next) in resume {
                         ck.positions.insert((i, key), next);
                     }
                 }
