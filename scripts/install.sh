@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds and installs the blkin C library (libblkin.so, libblkin.a), its
 # headers (zipkin_c.h, ztracer.hpp), a pkg-config file (blkin.pc) and the
-# `blkkin` tool.
+# `blkkin` node tool (dump, clean, workload, tail, status, certs), in a few
+# minutes: without the collector's back ends (DataFusion, Cassandra, SQLite).
 #
-# usage: scripts/install.sh [--prefix DIR] [--libdir DIR] [--destdir DIR]
+# usage: scripts/install.sh [--prefix DIR] [--libdir DIR] [--destdir DIR] [--full]
 #   --prefix   install prefix (default /usr/local)
 #   --libdir   library directory (default PREFIX/lib)
 #   --destdir  staging root prepended to every path (for packaging)
+#   --full     a `blkkin` with up, demo and analyze too (the whole
+#              collector: most of an hour of release build on 2 cores)
 #
 # Afterwards an instrumented daemon builds unchanged with
 #   cc daemon.c $(pkg-config --cflags --libs blkin)
@@ -16,12 +19,14 @@ set -euo pipefail
 PREFIX=/usr/local
 LIBDIR=
 DESTDIR=
+FEATURES=(--no-default-features)
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--prefix) PREFIX="$2"; shift 2 ;;
 	--libdir) LIBDIR="$2"; shift 2 ;;
 	--destdir) DESTDIR="$2"; shift 2 ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--full) FEATURES=(); shift ;;
+	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -30,7 +35,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 SOMAJOR=0
 
-cargo build --release -q -p blkin-capi -p blkkin-cli --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p blkin-capi -p blkkin-cli "${FEATURES[@]}" --manifest-path "$ROOT/Cargo.toml"
 TARGET="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 

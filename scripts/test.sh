@@ -30,6 +30,8 @@ cargo test --workspace
 step "the TLS building blocks (feature certs of libblkkin)"
 cargo clippy -p blkkin --features certs --all-targets -q -- -D warnings
 cargo test -q -p blkkin --features certs --lib tls::
+step "the node tool scripts/install.sh builds (blkkin without its default features)"
+cargo clippy -p blkkin-cli --no-default-features -q -- -D warnings
 
 if [ "${BLKKIN_SKIP_NIGHTLY:-0}" = 1 ]; then
 	echo "BLKKIN_SKIP_NIGHTLY=1: skipping the sanitizer and Miri runs"

@@ -14,13 +14,17 @@ use blkkin::tls::ClientAuthOptions;
 use clap::{Parser, Subcommand};
 
 // The collector runs in this process under `blkkin up`/`demo`.
+#[cfg(any(feature = "stack", feature = "analyze"))]
 #[global_allocator]
 static ALLOC: blkkin_collector::Allocator = blkkin_collector::ALLOCATOR;
 
+#[cfg(feature = "analyze")]
 mod analyze;
+#[cfg(feature = "stack")]
 mod demo;
 mod status;
 mod tail;
+#[cfg(feature = "stack")]
 mod up;
 mod workload;
 
@@ -99,6 +103,7 @@ enum Command {
     /// waits until every span is in the embedded store, prints a summary
     /// (traces, spans, p50/p99 per layer) and the Zipkin API address, then
     /// keeps serving until Ctrl-C (or exits with --exit).
+    #[cfg(feature = "stack")]
     Demo(demo::DemoArgs),
     /// Run the node stack in one process until Ctrl-C.
     ///
@@ -113,6 +118,7 @@ enum Command {
     /// for their end, for another side or for --linger-ms) are kept in the
     /// collector's checkpoint under DATA_DIR and emitted at the next
     /// `blkkin up` on the same DATA_DIR; the count is logged at stop.
+    #[cfg(feature = "stack")]
     Up(up::StackArgs),
     /// Run the sample workload: a traced storage stack of four processes.
     ///
@@ -185,6 +191,7 @@ enum Command {
     /// mean, p50/p95/p99 and max duration; then the slowest traces. Hour
     /// partitions outside --from/--to are not read. The same files and
     /// queries work in Spark and Hive (docs/ARCHIVE.md).
+    #[cfg(feature = "analyze")]
     Analyze(analyze::AnalyzeArgs),
     /// Remove the ring files of processes that have exited.
     ///
@@ -323,8 +330,11 @@ fn main() -> ExitCode {
         Command::Dump { dir, json, consume } => dump(dir, json, consume),
         Command::Clean { dir, dry_run } => clean(dir, dry_run),
         Command::Workload(args) => workload::run(&args),
+        #[cfg(feature = "stack")]
         Command::Up(args) => up::up(&args),
+        #[cfg(feature = "stack")]
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "analyze")]
         Command::Analyze(args) => analyze::run(&args),
         Command::Tail {
             relay,
