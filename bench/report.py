@@ -67,6 +67,7 @@ def main(results_dir, dst):
         ("collector", collector_section, "Collector (issue 4)"),
         ("archive", archive_section, "Span archive (issue 6)"),
         ("cassandra", cassandra_section, "Cassandra store (issue 5)"),
+        ("install", install_section, "Installing the C library (issue 15)"),
     ]:
         path = os.path.join(results_dir, f"{name}.json")
         if os.path.exists(path):
@@ -562,6 +563,24 @@ def cassandra_section(c):
       "`bench/results/cassandra.json`.")
     w("")
     return out
+
+
+def install_section(r):
+    """What a C user waits for (issue 15), from bench/install.sh's JSON."""
+    met = "met" if r["install_seconds"] <= r["target_seconds"] else "**not met**"
+    deps = lambda xs: ", ".join(xs) if xs else "none"
+    return ["## Installing the C library (issue 15)", "",
+            f"Measured {r['when']} on {r['machine']} (load average before: {r['loadavg_before']}), "
+            f"commit {r['commit']}, by `bash bench/run.sh install`: `scripts/install.sh` from a fresh "
+            "clone with an empty target directory (crates from Cargo's local cache), release profile.", "",
+            "| what | result | target |", "|---|---|---|",
+            f"| `scripts/install.sh` (libblkin.so/.a, headers, blkin.pc, `blkkin`) | "
+            f"{r['install_seconds']:.0f} s | ≤ {r['target_seconds']} s: {met} |",
+            f"| installed `blkkin` subcommands | {', '.join(r['blkkin_subcommands'])} | dump, tail, status |",
+            "| a C program via `pkg-config --cflags --libs blkin`, read back by the installed `blkkin dump` | "
+            f"{'works' if r['c_program_and_dump_ok'] else 'fails'} | works |",
+            f"| tokio, serde or collector crates in `cargo tree -p blkkin` | {deps(r['tree_blkkin'])} | none |",
+            f"| the same in `cargo tree -p blkin-capi` | {deps(r['tree_capi'])} | none |", ""]
 
 
 def fuzz_section(runs, when):

@@ -24,10 +24,13 @@
 # collector|archive|cassandra` (results in collector.json, archive.json,
 # cassandra.json, kept like the others).
 #
+# `bash bench/run.sh install` times scripts/install.sh from a fresh clone
+# (bench/install.sh; results in install.json).
+#
 # `bash bench/run.sh fuzz` runs every fuzz target of fuzz/ for 10 minutes
 # (scripts/fuzz.sh; results in fuzz.jsonl).
 #
-# usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|fuzz|report]
+# usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|install|fuzz|report]
 #   all       both parts (default; about 5 minutes)
 #   record    record-path benchmarks only (about 2-3 minutes)
 #   pipeline  consumer → relay benchmarks only (about 3 minutes)
@@ -36,6 +39,7 @@
 #             first build of DataFusion & co. that takes tens of minutes on
 #             2 vCPUs)
 #   cassandra Cassandra sink vs Zipkin's writer (about 10 minutes)
+#   install   scripts/install.sh from a fresh clone, timed (a few minutes)
 #   report    only rewrite docs/BENCHMARKS.md from bench/results/
 set -euo pipefail
 
@@ -44,9 +48,9 @@ OUT="$ROOT/bench/out"
 RESULTS="$ROOT/bench/results"
 WHAT="${1:-all}"
 case "$WHAT" in
-all | record | pipeline | collector | archive | cassandra | fuzz | report) ;;
+all | record | pipeline | collector | archive | cassandra | install | fuzz | report) ;;
 *)
-	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|fuzz|report]" >&2
+	echo "usage: bash bench/run.sh [all|record|pipeline|collector|archive|cassandra|install|fuzz|report]" >&2
 	exit 2
 	;;
 esac
@@ -80,6 +84,11 @@ if [ "$WHAT" = archive ]; then
 fi
 if [ "$WHAT" = cassandra ]; then
 	bash "$ROOT/bench/cassandra.sh" "$RESULTS/cassandra.json"
+	report
+	exit 0
+fi
+if [ "$WHAT" = install ]; then
+	bash "$ROOT/bench/install.sh" "$RESULTS/install.json"
 	report
 	exit 0
 fi
