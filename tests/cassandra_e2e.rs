@@ -80,11 +80,18 @@ fn demo_workload_through_cassandra_into_zipkin_and_its_ui() {
     let jsonl = node.tmp.path().join("spans.jsonl");
     let log = node.tmp.path().join("collector.log");
     let state = node.tmp.path().join("state");
+    // The embedded store beside Cassandra: the two must draw the same
+    // service graph from the same traces.
+    let store_port = cassandra_support::free_port();
+    let store_listen = format!("127.0.0.1:{store_port}");
+    let store_db = node.tmp.path().join("spans.db");
     let collector = Collector::start(
         &[&node.relay],
         &[
             &cassandra_args(&contact, &state)[..],
             &["--jsonl", jsonl.to_str().expect("utf-8 path")],
+            &["--store", store_db.to_str().expect("utf-8 path")],
+            &["--listen", &store_listen],
         ]
         .concat(),
         &log,
@@ -171,6 +178,20 @@ fn demo_workload_through_cassandra_into_zipkin_and_its_ui() {
         "dependency links in Zipkin {:.1}s after every trace was ({:.1}s)",
         links_from.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
+    );
+    // The embedded store links at query time, Cassandra on the collector's
+    // timer into its day table; one linker, one graph.
+    let (status, body) = cassandra_support::http_get(
+        store_port,
+        &cassandra_support::dependencies_path(now_ms() + 60_000),
+    )
+    .expect("the store's dependencies");
+    assert_eq!(status, 200, "{body}");
+    let store_edges = cassandra_support::parse_edges(&serde_json::from_str(&body).unwrap());
+    assert_eq!(
+        store_edges,
+        dependency_edges(&zipkin),
+        "the embedded store and Cassandra link the same traces alike"
     );
     let log_text = collector.stop();
     let totals = log_text
@@ -684,12 +705,15 @@ fn check_queries(zipkin: &Zipkin, by_trace: &BTreeMap<String, Vec<Value>>, all: 
 /// each, errors where a failed request's spans carry `error`.
 /// The edges Zipkin shows now (ending a minute from now).
 fn dependency_edges(zipkin: &Zipkin) -> BTreeMap<(String, String), (u64, u64)> {
-    let end = SystemTime::now()
+    zipkin.dependency_edges(now_ms() + 60_000).1
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
-        + 60_000;
-    zipkin.dependency_edges(end).1
 }
 
 /// The demo's service graph: one call per trace on each edge.

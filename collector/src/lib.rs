@@ -6,6 +6,7 @@ pub mod archive;
 pub mod assemble;
 pub mod cassandra;
 pub mod checkpoint;
+mod links;
 pub mod model;
 pub mod pipeline;
 pub mod service;

@@ -1,12 +1,14 @@
-//! Dependency links from spans: Zipkin's `DependencyLinker` rules (parent
-//! service → child service, call and error counts) over the span tree of
-//! each trace, and the per-trace buffer that waits for a trace's spans to
-//! arrive before linking it. Pure code; `sink.rs` stores the counts.
+//! Dependency links per day for Cassandra's `dependency` table: each trace
+//! linked by the collector's one linker ([`crate::links`]) under the day of
+//! its earliest timestamp, and the per-trace buffer that waits for a
+//! trace's spans to arrive before linking it. Pure code; `sink.rs` stores
+//! the counts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::model::{Span, SpanKind};
+use crate::links::service_of;
+use crate::model::Span;
 
 /// Call and error counts of one parent → child edge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,163 +32,17 @@ pub(crate) fn merge_links(into: &mut DayLinks, from: DayLinks) {
     }
 }
 
-fn service(ep: Option<&crate::model::Endpoint>) -> Option<String> {
-    ep.and_then(|e| e.service_name.as_deref())
-        .filter(|s| !s.is_empty())
-        .map(str::to_lowercase)
-}
-
-/// The span tree of one trace as Zipkin's `SpanNode.Builder` shapes it: the
-/// server half of a shared span hangs under its client half; a span's parent
-/// is the shared server span of its parent id when there is one (the work
-/// the server did), else the span with that id. `parent[i]` is `None` for
-/// roots and orphans, which hang under the (possibly synthetic) root.
-struct Tree<'a> {
-    spans: Vec<&'a Span>,
-    parent: Vec<Option<usize>>,
-    children: Vec<Vec<usize>>,
-    /// The one real root, when the trace has exactly one span without a parent.
-    root: Option<usize>,
-}
-
-impl<'a> Tree<'a> {
-    fn new(spans: &'a [Span]) -> Tree<'a> {
-        let spans: Vec<&Span> = spans.iter().collect();
-        let mut plain: HashMap<&str, usize> = HashMap::new();
-        let mut shared: HashMap<&str, usize> = HashMap::new();
-        for (i, s) in spans.iter().enumerate() {
-            let index = if s.shared == Some(true) {
-                &mut shared
-            } else {
-                &mut plain
-            };
-            index.entry(s.id.as_str()).or_insert(i);
-        }
-        let parent: Vec<Option<usize>> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if s.shared == Some(true) {
-                    if let Some(&client) = plain.get(s.id.as_str()) {
-                        return Some(client);
-                    }
-                }
-                let p = s.parent_id.as_deref()?;
-                shared
-                    .get(p)
-                    .or_else(|| plain.get(p))
-                    .copied()
-                    .filter(|&p| p != i)
-            })
-            .collect();
-        let mut children = vec![Vec::new(); spans.len()];
-        for (i, p) in parent.iter().enumerate() {
-            if let Some(p) = p {
-                children[*p].push(i);
-            }
-        }
-        let roots: Vec<usize> = (0..spans.len()).filter(|&i| parent[i].is_none()).collect();
-        let root = (roots.len() == 1 && spans[roots[0]].parent_id.is_none()).then(|| roots[0]);
-        Tree {
-            spans,
-            parent,
-            children,
-            root,
-        }
-    }
-
-    /// Breadth-first from the roots; spans on a parent cycle (bad input)
-    /// are never reached and so never linked.
-    fn breadth_first(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.spans.len())
-            .filter(|&i| self.parent[i].is_none())
-            .collect();
-        let mut next = 0;
-        while next < order.len() {
-            order.extend(&self.children[order[next]]);
-            next += 1;
-        }
-        order
-    }
-
-    fn first_remote_ancestor(&self, mut i: usize) -> Option<&'a Span> {
-        while let Some(p) = self.parent[i] {
-            if self.spans[p].kind.is_some() {
-                return Some(self.spans[p]);
-            }
-            i = p;
-        }
-        None
-    }
-}
-
-/// Links one trace (all spans share a trace id) into `counts`, with
-/// Zipkin's `DependencyLinker.putTrace` rules.
+/// Links one trace (all spans share a trace id) into `counts` for `day`,
+/// by the collector's one linker ([`crate::links`], shared with the
+/// embedded store).
 pub(crate) fn link_trace(spans: &[Span], day: u32, counts: &mut DayLinks) {
-    let tree = Tree::new(spans);
-    let mut add = |parent: &str, child: &str, error: bool| {
+    crate::links::link_trace(spans, |parent, child, error| {
         let c = counts
             .entry((day, parent.to_string(), child.to_string()))
             .or_default();
         c.calls += 1;
         c.errors += u64::from(error);
-    };
-    for i in tree.breadth_first() {
-        let span = tree.spans[i];
-        // A client's link is taken from its server side when that was traced.
-        if span.kind == Some(SpanKind::Client) && !tree.children[i].is_empty() {
-            continue;
-        }
-        let local = service(span.local_endpoint.as_ref());
-        let remote = service(span.remote_endpoint.as_ref());
-        let kind = match span.kind {
-            Some(k) => k,
-            // A span with both sides known counts as a client.
-            None if local.is_some() && remote.is_some() => SpanKind::Client,
-            None => continue,
-        };
-        let (mut parent, child) = match kind {
-            SpanKind::Server | SpanKind::Consumer => {
-                if tree.root == Some(i) && remote.is_none() {
-                    continue; // the root's caller is unknown
-                }
-                (remote, local.clone())
-            }
-            SpanKind::Client | SpanKind::Producer => (local.clone(), remote),
-        };
-        let mut error = span.tags.contains_key("error");
-        if matches!(kind, SpanKind::Producer | SpanKind::Consumer) {
-            if let (Some(p), Some(c)) = (&parent, &child) {
-                add(p, c, error);
-            }
-            continue;
-        }
-        if let Some(ancestor) = tree.first_remote_ancestor(i) {
-            if let Some(ancestor_service) = service(ancestor.local_endpoint.as_ref()) {
-                // A client span inside a service other than its remote
-                // ancestor's: backfill the missing hop (error unknown).
-                if kind == SpanKind::Client {
-                    if let Some(l) = local.as_deref().filter(|l| *l != ancestor_service) {
-                        add(&ancestor_service, l, false);
-                    }
-                }
-                if kind == SpanKind::Server || parent.is_none() {
-                    parent = Some(ancestor_service);
-                }
-                // An RPC split into client and server spans: the client's
-                // error counts for the link too.
-                if !error
-                    && ancestor.kind == Some(SpanKind::Client)
-                    && span.parent_id.as_deref() == Some(ancestor.id.as_str())
-                {
-                    error = ancestor.tags.contains_key("error");
-                }
-            }
-        }
-        if let (Some(p), Some(c)) = (&parent, &child) {
-            add(p, c, error);
-        }
-    }
+    });
 }
 
 /// Microseconds in a day.
@@ -208,7 +64,7 @@ fn same_span(a: &Span, b: &Span) -> bool {
     a.id == b.id
         && a.kind == b.kind
         && a.shared == b.shared
-        && service(a.local_endpoint.as_ref()) == service(b.local_endpoint.as_ref())
+        && service_of(a.local_endpoint.as_ref()) == service_of(b.local_endpoint.as_ref())
 }
 
 /// Spans grouped by trace until the trace has been quiet for the linking
@@ -295,7 +151,7 @@ impl TraceBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Endpoint;
+    use crate::model::{Endpoint, SpanKind};
 
     fn span(id: &str, parent: Option<&str>, kind: Option<SpanKind>, svc: &str) -> Span {
         Span {

@@ -170,6 +170,24 @@ fn rss_mib(pid: &str) -> Option<u64> {
 /// Dependency edges: (parent, child) → (calls, errors).
 pub type Edges = BTreeMap<(String, String), (u64, u64)>;
 
+/// `/api/v2/dependencies` of the two days before `end_ms`.
+pub fn dependencies_path(end_ms: u64) -> String {
+    format!("/api/v2/dependencies?endTs={end_ms}&lookback=172800000")
+}
+
+/// The edges of a `/api/v2/dependencies` answer (Zipkin's or the store's).
+pub fn parse_edges(deps: &Value) -> Edges {
+    deps.as_array()
+        .expect("a list of links")
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            let n = |k: &str| l[k].as_u64().unwrap_or(0);
+            ((s("parent"), s("child")), (n("callCount"), n("errorCount")))
+        })
+        .collect()
+}
+
 /// The real Zipkin server with `STORAGE_TYPE=cassandra3`, killed on drop.
 pub struct Zipkin {
     child: Child,
@@ -269,19 +287,8 @@ impl Zipkin {
     /// `/api/v2/dependencies` of the two days before `end_ms`: the raw
     /// answer and (parent, child) → (calls, errors).
     pub fn dependency_edges(&self, end_ms: u64) -> (Value, Edges) {
-        let deps = self.json(&format!(
-            "/api/v2/dependencies?endTs={end_ms}&lookback=172800000"
-        ));
-        let edges = deps
-            .as_array()
-            .expect("a list of links")
-            .iter()
-            .map(|l| {
-                let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
-                let n = |k: &str| l[k].as_u64().unwrap_or(0);
-                ((s("parent"), s("child")), (n("callCount"), n("errorCount")))
-            })
-            .collect();
+        let deps = self.json(&dependencies_path(end_ms));
+        let edges = parse_edges(&deps);
         (deps, edges)
     }
 }
