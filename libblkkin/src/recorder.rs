@@ -2,8 +2,12 @@
 //!
 //! On the first record (or an explicit [`init`]), the process creates one ring
 //! per configured CPU in the ring directory, calibrates its clock and
-//! registers a fork handler. After that, recording is: read the clock and CPU
-//! (`rdtsc` + `rdpid`), pick that CPU's ring, reserve, copy, commit. No locks, no
+//! registers a fork handler. After that, recording is: read the CPU from the
+//! thread's rseq area (`crate::rseq`) and the clock (`rdtsc`), pick that
+//! CPU's ring, reserve (a store that the kernel aborts if the thread is
+//! preempted or migrated: no atomic read-modify-write), copy, commit. A
+//! thread without an rseq area, or a process configured without per-CPU
+//! rings, reserves with a compare-and-swap instead. No locks, no
 //! allocation, no system call. If the rings cannot be created (full /dev/shm,
 //! bad permissions), records are dropped and counted, and one warning goes to
 //! stderr.

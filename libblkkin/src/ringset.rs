@@ -449,10 +449,11 @@ impl RingSet {
     /// module docs. `sink` gets each record with its ring's id, header and
     /// current clock calibration (for [`Calibration::to_unix_ns`]).
     ///
-    /// A record's space is released to the writers as soon as the sink
-    /// returns: whatever the sink needs later, it must copy. (A two-phase
-    /// acknowledgement — release only once downstream has the records — will
-    /// move the release out of `poll`.)
+    /// With [`Release::AfterSink`] a record's space is released to the
+    /// writers as soon as the sink returns: whatever the sink needs later, it
+    /// must copy. With [`Release::OnAck`] nothing is released here: the
+    /// caller releases with [`RingSet::release_to`] once downstream has the
+    /// records (the consumer, on the relay's acknowledgement).
     ///
     /// Returns `Err` only when the directory could not be listed; the rings
     /// already open were drained anyway (see [`RingSet::totals`]) and the

@@ -19,6 +19,12 @@
 //! at or below it are skipped, so a replay cannot duplicate a file, and
 //! renames never replace an existing file.
 //!
+//! In the collector (`crate::sink::archive`) the positions given to
+//! `append` are the sink's own span count, not relay positions: the relay
+//! positions travel in the collector's checkpoint, which
+//! [`ArchiveWriter::commit_with`] writes into the same manifest, so the
+//! files and the checkpoint that covers them become durable in one step.
+//!
 //! The writer is blocking (file system calls, fsync, HDFS RPCs): run it on
 //! its own thread or in `spawn_blocking`.
 

@@ -1,10 +1,11 @@
 //! The writer's side of a ring: reserve, fill, commit. This is the record path.
 //!
-//! Reservation is one compare-and-swap on the packed `head` word (record count
-//! and byte offset move together), so any number of threads, on any CPU, in
-//! signal handlers too, can share a ring; a thread that migrates between
-//! choosing the ring and reserving in it merely shares a cache line for a
-//! moment. A record is announced *reserved* (with its length) before its body
+//! Reservation moves the packed `head` word (record count and byte offset
+//! move together) in one step: on the caller's own CPU with an rseq store
+//! the kernel aborts on preemption or migration ([`Reserve::OnCpu`]: the
+//! thread then looks again, in the ring of the CPU it is on now), otherwise
+//! with one compare-and-swap ([`Reserve::Shared`]), so any number of
+//! threads, on any CPU, in signal handlers too, can share a ring. A record is announced *reserved* (with its length) before its body
 //! is written and *committed* with one release store after, so a reader sees
 //! only complete records and can step over one whose writer died.
 
