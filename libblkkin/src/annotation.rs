@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use serde::Serialize;
 
 use crate::ring::header::{Calibration, RingInfo};
 use crate::ring::layout::Kind;
@@ -12,8 +11,9 @@ use crate::ring::record::Record;
 use crate::ring::writer::Value;
 
 /// An annotation's value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(untagged))]
 pub enum AnnotationValue {
     /// Event name or string value.
     Text(String),
@@ -22,40 +22,41 @@ pub enum AnnotationValue {
 }
 
 /// One annotation, owned, in dump/JSON form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct Annotation {
     /// Trace id, 16 lowercase hex digits.
     pub trace_id: String,
     /// Span id, 16 lowercase hex digits.
     pub id: String,
     /// Parent span id; absent for root spans.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub parent_id: Option<String>,
     /// Span name.
     pub name: String,
     /// Endpoint service name.
     pub service_name: String,
     /// Endpoint IPv4 address (or the address text if it is neither v4 nor v6).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub ipv4: Option<String>,
     /// Endpoint IPv6 address.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub ipv6: Option<String>,
     /// Endpoint port.
     pub port: u16,
     /// Epoch microseconds (absent if the ring's clock calibration is unusable).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub timestamp: Option<u64>,
     /// `event`, `string` or `integer`.
     pub kind: Kind,
     /// The event (for `event`) or the value.
     pub value: AnnotationValue,
     /// The key (key/value kinds only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub key: Option<String>,
     /// Force-sampled trace.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "std::ops::Not::not"))]
     pub debug: bool,
     /// Writer process id.
     pub pid: u32,

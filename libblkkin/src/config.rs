@@ -123,11 +123,13 @@ impl std::str::FromStr for Span {
 
 /// Deserializes a setting written as a string (parsed with `FromStr`) or a
 /// number (converted by `from_num`).
+#[cfg(feature = "serde")]
 struct SettingVisitor<T> {
     expecting: &'static str,
     from_num: fn(f64) -> Option<T>,
 }
 
+#[cfg(feature = "serde")]
 impl<T: std::str::FromStr<Err = String>> serde::de::Visitor<'_> for SettingVisitor<T> {
     type Value = T;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -147,6 +149,7 @@ impl<T: std::str::FromStr<Err = String>> serde::de::Visitor<'_> for SettingVisit
     }
 }
 
+#[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
         d.deserialize_any(SettingVisitor {
@@ -158,6 +161,7 @@ impl<'de> serde::Deserialize<'de> for Size {
     }
 }
 
+#[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
         d.deserialize_any(SettingVisitor {

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 
 use crate::annotation::Annotation;
 use crate::ring::file::list_rings;
 use crate::ring::reader::{DrainEnd, OpenError, ReadMode, RingReader};
 
 /// Totals over all rings of a dump.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DumpSummary {
     /// Ring files read.
     pub rings: u64,
@@ -95,7 +95,8 @@ pub fn dump_ring(
 }
 
 /// What `clean` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CleanSummary {
     /// Ring files removed (their writer had exited).
     pub removed: u64,

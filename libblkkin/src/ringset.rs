@@ -54,7 +54,8 @@ use crate::ring::record::Record;
 
 /// Identifies one ring: writer process (pid + start time) and CPU, as in
 /// the file name `<pid>-<start time>.cpu<N>.ring`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Ord, PartialOrd, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Ord, PartialOrd)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RingId {
     /// Writer process id.
     pub pid: u32,
@@ -151,7 +152,8 @@ impl Default for RingSetOptions {
 }
 
 /// What one [`RingSet::poll`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PollStats {
     /// Records handed to the sink.
     pub records: u64,
@@ -176,7 +178,8 @@ pub struct PollStats {
 /// For every ring, `writer.written = consumed_before + reader.read +
 /// reader.torn + reader.corrupt + reader.gap + unread`; every record a writer
 /// attempted is either written or counted in `writer.lost_*`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Totals {
     /// What the readers delivered and counted.
     pub reader: ReaderStats,

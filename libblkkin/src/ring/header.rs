@@ -33,7 +33,8 @@ pub enum HeaderError {
 }
 
 /// Identity and geometry of a ring, read from its header.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RingInfo {
     /// Writer process id.
     pub pid: u32,
@@ -52,7 +53,7 @@ pub struct RingInfo {
     /// Creation time, Unix ns.
     pub created_ns: u64,
     /// Kernel boot id of the writer's boot.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub boot_id: [u8; 16],
 }
 
@@ -77,7 +78,8 @@ pub struct HeaderInit {
 /// tracing, the second refreshed by writers at doubling intervals from 1 ms
 /// up to once a second. The slope
 /// between them converts ticks to nanoseconds; the newest point anchors it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Calibration {
     /// Raw clock value of the first point.
     pub raw0: u64,

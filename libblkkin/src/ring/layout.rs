@@ -104,8 +104,9 @@ pub const STATE_PADDING: u64 = 3;
 pub const COMMIT_MAGIC: u64 = 0xB1;
 
 /// What a record annotates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Kind {
     /// A timestamped event (`cs`, `sr`, `start`, ...); the event is the key.
     Event = 1,

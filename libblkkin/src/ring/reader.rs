@@ -67,7 +67,8 @@ pub enum OpenError {
 }
 
 /// Counters of what a reader saw and what it could not use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReaderStats {
     /// Records delivered.
     pub read: u64,
@@ -84,7 +85,8 @@ pub struct ReaderStats {
 }
 
 /// Writer-side counters from the ring header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WriterCounters {
     /// Records reserved (exact, 64-bit).
     pub written: u64,

@@ -53,7 +53,8 @@ pub enum Role {
 }
 
 /// Identity of one stream: one ring of one process on one node.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StreamKey {
     /// Node (host) name of the consumer.
     pub node: String,
@@ -77,10 +78,11 @@ pub enum Start {
 }
 
 /// What the relay knows of a stream (answer to [`Frame::List`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StreamSummary {
     /// The stream.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub key: StreamKey,
     /// Position of the oldest record held (retention may have dropped older).
     pub first: u64,
@@ -93,7 +95,8 @@ pub struct StreamSummary {
 /// Every loss counted for one stream, cumulative since the stream began:
 /// what the ring's writers dropped, what the consumer's ring reader could not
 /// use, and positions the relay never received.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StreamCounters {
     /// What the consumer's ring reader counted (`torn`: records of a writer
     /// that died before committing them).

@@ -12,7 +12,8 @@ use super::*;
 /// rings, and what no longer fits there is counted by the writers
 /// (`lost_full` in the stream's [`StreamCounters`]). `buffer_full` counts how
 /// often that pause began.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ConsumerStats {
     /// Records read from the rings.
     pub records: u64,
@@ -73,7 +74,8 @@ impl ConsumerStats {
 }
 
 /// A connected peer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PeerStatus {
     /// Name from its Hello (a consumer's node name).
     pub name: String,
@@ -89,10 +91,11 @@ pub struct PeerStatus {
 }
 
 /// One stream as the relay holds it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StreamStatus {
     /// Key, positions, closed flag.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub summary: StreamSummary,
     /// Loss counters.
     pub counters: StreamCounters,
@@ -101,7 +104,8 @@ pub struct StreamStatus {
 }
 
 /// The relay's state: answer to [`Frame::Status`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StatusReport {
     /// The relay's name.
     pub relay: String,
