@@ -115,7 +115,7 @@ enum Command {
     /// sink given). Ctrl-C drains the rings, waits for the relay's
     /// acknowledgements, has the collector deliver every span it completed
     /// to its sinks, then stops. Spans still open at that moment (waiting
-    /// for their end, for another side or for --linger-ms) are kept in the
+    /// for their end, for another side or for --linger) are kept in the
     /// collector's checkpoint under DATA_DIR and emitted at the next
     /// `blkkin up` on the same DATA_DIR; the count is logged at stop.
     #[cfg(feature = "stack")]

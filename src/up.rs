@@ -172,7 +172,7 @@ impl Stack {
                 ),
                 Some(s) => eprintln!(
                     "blkkin up: kept {} open side(s) of spans (waiting for their end, another \
-                     side or --linger-ms) in the checkpoint: they are emitted at the next start \
+                     side or --linger) in the checkpoint: they are emitted at the next start \
                      on this data directory",
                     s.kept_open
                 ),

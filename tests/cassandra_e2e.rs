@@ -469,8 +469,8 @@ fn cassandra_args<'a>(contact: &'a str, state: &'a Path) -> Vec<&'a str> {
         // remote endpoint) comes from another process's stream; under the
         // load of this test (two JVMs, Chromium) 100 ms was not always
         // enough, and the comparison with the reference includes `remote`.
-        "--linger-ms",
-        "1500",
+        "--linger",
+        "1500ms",
     ]
 }
 

@@ -256,8 +256,8 @@ fn a_killed_collector_resumes_from_its_checkpoint_not_from_the_oldest_record() {
         // Pairing the two sides of a shared span (the remote endpoint the
         // comparison checks) needs both within the linger; 100 ms failed
         // under the load of the full test run.
-        "--linger-ms",
-        "1500",
+        "--linger",
+        "1500ms",
         "--stats-interval",
         "0.2",
     ]
@@ -356,8 +356,8 @@ fn archive_args(archive: &str, state: &Path) -> Vec<String> {
         // Pairing the two sides of a shared span (the remote endpoint the
         // comparison checks) needs both within the linger; 100 ms failed
         // under the load of the full test run.
-        "--linger-ms",
-        "1500",
+        "--linger",
+        "1500ms",
         "--stats-interval",
         "0.5",
         "--name",

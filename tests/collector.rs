@@ -26,7 +26,7 @@ fn two_relays_into_json_lines_exactly_once_across_a_relay_kill() {
     let out = a.tmp.path().join("spans.jsonl");
     let coll = Collector::start(
         &[&a.relay, &b.relay],
-        &["--jsonl", out.to_str().unwrap(), "--linger-ms", "100"],
+        &["--jsonl", out.to_str().unwrap(), "--linger", "100ms"],
         &a.tmp.path().join("collector.log"),
     );
     let mut traces: HashSet<String> = HashSet::new();

@@ -209,7 +209,7 @@ fn mutual_tls_across_nodes_every_span_arrives_and_strangers_are_refused() {
     let mut coll_cmd = Net::cmd(&net.other, &bin("blkkin-collector"));
     coll_cmd
         .args(["--relay", &relay, "--name", "collector"])
-        .args(["--jsonl", out.to_str().unwrap(), "--linger-ms", "1500"])
+        .args(["--jsonl", out.to_str().unwrap(), "--linger", "1500ms"])
         .args(reader_tls);
     let coll = spawn(coll_cmd, &coll_log);
 

@@ -200,7 +200,7 @@ fn ctrl_c_right_after_a_burst_delivers_what_closed_keeps_what_is_open_and_the_ne
     // A long linger: at Ctrl-C the closed sides of the second burst still
     // wait, so some are open when the stack stops.
     let mut args = sinks(&jsonl);
-    args.extend(["--linger-ms".to_string(), "5000".to_string()]);
+    args.extend(["--linger".to_string(), "5000ms".to_string()]);
     let mut up = start_up(
         state.path(),
         rings.path(),

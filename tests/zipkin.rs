@@ -226,14 +226,14 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
     for via in ["json", "thrift", "scribe"] {
         let args: Vec<String> = match via {
             "scribe" => vec![
-                "--linger-ms".into(),
-                "300".into(),
+                "--linger".into(),
+                "300ms".into(),
                 "--scribe".into(),
                 z.scribe.clone(),
             ],
             f => vec![
-                "--linger-ms".into(),
-                "300".into(),
+                "--linger".into(),
+                "300ms".into(),
                 "--zipkin-url".into(),
                 // JSON through the full endpoint (the form OpenTelemetry's
                 // Zipkin exporter takes), Thrift through the base URL.
@@ -319,8 +319,8 @@ fn traces_reach_real_zipkin_intact_over_json_thrift_and_scribe() {
 fn small_queue_collector(node: &NodeStack, url: &str, queue: usize) -> Collector {
     let queue = queue.to_string();
     let args = [
-        "--linger-ms",
-        "300",
+        "--linger",
+        "300ms",
         "--zipkin-url",
         url,
         "--queue-spans",

@@ -129,7 +129,7 @@ impl Pipeline {
             stopped.kept_open = self.assembler.pending_sides();
             tracing::info!(
                 "stopping: flushing sinks and writing a last checkpoint; keeping {} open \
-                 side(s) of spans in it (waiting for their end, another side or --linger-ms): \
+                 side(s) of spans in it (waiting for their end, another side or --linger): \
                  they are emitted at the next start with the same --state-dir",
                 stopped.kept_open
             );

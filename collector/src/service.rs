@@ -49,9 +49,13 @@ pub struct CollectorArgs {
     #[arg(long, default_value = "127.0.0.1:9411", value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// Embedded store: delete traces older than this many hours.
-    #[arg(long, default_value_t = 168.0, value_name = "HOURS")]
-    pub store_retention_hours: f64,
+    /// Embedded store: delete traces older than this (e.g. 7d, 36h).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub store_retention: blkkin::config::Span,
+
+    /// Deprecated (removed in the next release): --store-retention in hours.
+    #[arg(long, value_name = "HOURS", hide = true)]
+    pub store_retention_hours: Option<f64>,
 
     /// Embedded store: keep at most this many spans (oldest traces go first).
     #[arg(long, default_value_t = 10_000_000, value_name = "N")]
@@ -63,15 +67,19 @@ pub struct CollectorArgs {
     pub query_max_limit: usize,
 
     /// Query API: longest `lookback` of /api/v2/traces and
-    /// /api/v2/dependencies; longer ones are clamped to it [default: the
-    /// store's retention].
-    #[arg(long, value_name = "HOURS")]
+    /// /api/v2/dependencies (e.g. 2d); longer ones are clamped to it
+    /// [default: the store's retention].
+    #[arg(long, value_name = "DURATION")]
+    pub query_max_lookback: Option<blkkin::config::Span>,
+
+    /// Deprecated (removed in the next release): --query-max-lookback in hours.
+    #[arg(long, value_name = "HOURS", hide = true)]
     pub query_max_lookback_hours: Option<f64>,
 
     /// Query API: a heavy query (/traces, /dependencies, /traceMany) running
     /// longer is cancelled and answered 503.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub query_timeout: f64,
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub query_timeout: blkkin::config::Span,
 
     /// Query API: heavy queries running at once; more are answered 503
     /// (light ones such as /api/v2/services are never held back) [default:
@@ -147,15 +155,19 @@ pub struct CollectorArgs {
     #[arg(long, value_name = "FILE", requires = "cassandra_cert")]
     pub cassandra_key: Option<PathBuf>,
 
-    /// Emit a span without its closing annotation after this many seconds
-    /// without annotations (and forget emitted spans after as long).
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub idle_timeout: f64,
+    /// Emit a span without its closing annotation after this long without
+    /// annotations (and forget emitted spans after as long).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub idle_timeout: blkkin::config::Span,
 
-    /// Wait this many milliseconds after a closing annotation before
-    /// emitting, so the other side of a shared span can arrive.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
-    pub linger_ms: u64,
+    /// Wait this long after a closing annotation before emitting, so the
+    /// other side of a shared span can arrive.
+    #[arg(long, default_value = "200ms", value_name = "DURATION")]
+    pub linger: blkkin::config::Span,
+
+    /// Deprecated (removed in the next release): --linger in milliseconds.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub linger_ms: Option<u64>,
 
     /// Most spans held by the assembler; the least recently active is
     /// emitted early and forgotten beyond it (counted as evicted).
@@ -186,16 +198,16 @@ pub struct CollectorArgs {
     pub batch_spans: usize,
 
     /// Longest retry delay of a failing sink (exponential backoff from 100 ms).
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub max_backoff: f64,
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub max_backoff: blkkin::config::Span,
 
     /// At shutdown, how long sinks may keep trying to deliver their queues.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub shutdown_grace: f64,
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub shutdown_grace: blkkin::config::Span,
 
-    /// Log counters every this many seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub stats_interval: f64,
+    /// Log counters this often.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub stats_interval: blkkin::config::Span,
 
     /// Name this collector gives itself when connecting to relays (and its
     /// archive writer id: unique per collector).
@@ -214,11 +226,11 @@ pub struct CollectorArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Seconds between checkpoints (with --state-dir; with --archive a
+    /// Time between checkpoints (with --state-dir; with --archive a
     /// checkpoint is an archive commit and follows --archive-roll-interval
     /// and --archive-roll-size instead).
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub checkpoint_interval: f64,
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub checkpoint_interval: blkkin::config::Span,
 
     /// Also archive every span as Zipkin v2 JSON lines partitioned by hour
     /// (docs/ARCHIVE.md): a local directory or hdfs://host:port/path.
@@ -236,9 +248,9 @@ pub struct CollectorArgs {
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub archive_roll_size: u64,
 
-    /// Commit the archive (and checkpoint) at least every this many seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub archive_roll_interval: f64,
+    /// Commit the archive (and checkpoint) at least this often.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub archive_roll_interval: blkkin::config::Span,
 
     /// HDFS user of an hdfs:// archive (default: $HADOOP_USER_NAME or the
     /// login name).
@@ -263,6 +275,23 @@ fn parse_consistency(s: &str) -> Result<Consistency, String> {
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("--{what} {v} is not a valid duration"))
+}
+
+/// `new`, or what a deprecated flag in other units (`old`, converted by
+/// `to_secs`) says, with a warning naming the flag to use.
+fn deprecated(
+    new: Duration,
+    old: Option<f64>,
+    old_flag: &str,
+    new_flag: &str,
+    to_secs: f64,
+) -> anyhow::Result<Duration> {
+    let Some(v) = old else { return Ok(new) };
+    tracing::warn!(
+        "--{old_flag} is deprecated and goes in the next release: use --{new_flag} \
+         (a duration such as 500ms, 90s, 1h30m or 7d)"
+    );
+    secs(old_flag, v * to_secs)
 }
 
 /// A running collector.
@@ -301,8 +330,8 @@ impl Collector {
         let sink_config = SinkConfig {
             queue_spans: args.queue_spans,
             batch_spans: args.batch_spans,
-            backoff_max: secs("max-backoff", args.max_backoff)?,
-            shutdown_grace: secs("shutdown-grace", args.shutdown_grace)?,
+            backoff_max: args.max_backoff.0,
+            shutdown_grace: args.shutdown_grace.0,
             ..SinkConfig::default()
         };
         let span_limits = SpanLimits {
@@ -318,14 +347,23 @@ impl Collector {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
-            let retention = secs("store-retention-hours", args.store_retention_hours * 3600.0)?;
+            let retention = deprecated(
+                args.store_retention.0,
+                args.store_retention_hours,
+                "store-retention-hours",
+                "store-retention",
+                3600.0,
+            )?;
             let mut server = ServerConfig::from_env();
             server.max_limit = args.query_max_limit;
-            server.max_lookback = match args.query_max_lookback_hours {
-                Some(h) => secs("query-max-lookback-hours", h * 3600.0)?,
-                None => retention,
-            };
-            server.query_timeout = secs("query-timeout", args.query_timeout)?;
+            server.max_lookback = deprecated(
+                args.query_max_lookback.map_or(retention, |d| d.0),
+                args.query_max_lookback_hours,
+                "query-max-lookback-hours",
+                "query-max-lookback",
+                3600.0,
+            )?;
+            server.query_timeout = args.query_timeout.0;
             if let Some(file) = &args.query_token_file {
                 server.token = Some(QueryToken::from_file(file)?);
             }
@@ -438,14 +476,14 @@ impl Collector {
         }
         let mut restored: Option<Checkpoint> = None;
         let mut roll_wanted = Vec::new();
-        let mut interval = secs("checkpoint-interval", args.checkpoint_interval)?;
+        let mut interval = args.checkpoint_interval.0;
         if let Some(url) = &args.archive {
             let location = ArchiveLocation::parse(url, args.archive_user.clone())
                 .with_context(|| format!("--archive {url}"))?;
             let mut config = ArchiveConfig::new(args.name.clone());
             config.compression = args.archive_compression;
             config.roll_bytes = args.archive_roll_size.max(1) << 20;
-            interval = secs("archive-roll-interval", args.archive_roll_interval)?;
+            interval = args.archive_roll_interval.0;
             // Commits happen at checkpoint barriers, not on the writer's own clock.
             config.roll_interval = Duration::MAX;
             let sink = ArchiveSink::open(location, config)
@@ -482,8 +520,14 @@ impl Collector {
         };
 
         let assembler_config = AssemblerConfig {
-            idle_timeout: secs("idle-timeout", args.idle_timeout)?,
-            linger: Duration::from_millis(args.linger_ms),
+            idle_timeout: args.idle_timeout.0,
+            linger: deprecated(
+                args.linger.0,
+                args.linger_ms.map(|ms| ms as f64),
+                "linger-ms",
+                "linger",
+                0.001,
+            )?,
             max_open: args.max_open_spans,
             limits: span_limits,
         };
@@ -554,7 +598,7 @@ impl Collector {
             assembler,
             sinks,
             sources,
-            stats_interval: secs("stats-interval", args.stats_interval)?,
+            stats_interval: args.stats_interval.0,
             checkpoints,
         };
         let flag = stop.clone();
@@ -603,5 +647,72 @@ impl Collector {
             rt.block_on(handle.shutdown());
         }
         stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CollectorArgs,
+    }
+
+    fn parse(args: &[&str]) -> CollectorArgs {
+        Cli::try_parse_from([&["blkkin-collector"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .args
+    }
+
+    #[test]
+    fn durations_take_one_syntax_and_bare_seconds_still_work() {
+        let a = parse(&[
+            "--idle-timeout",
+            "1h30m",
+            "--linger",
+            "1500ms",
+            "--stats-interval",
+            "0.5",
+            "--store-retention",
+            "2d",
+        ]);
+        assert_eq!(a.idle_timeout.0, Duration::from_secs(5400));
+        assert_eq!(a.linger.0, Duration::from_millis(1500));
+        assert_eq!(a.stats_interval.0, Duration::from_millis(500));
+        assert_eq!(a.store_retention.0, Duration::from_secs(2 * 86400));
+        let d = parse(&[]);
+        assert_eq!(d.linger.0, Duration::from_millis(200));
+        assert_eq!(d.idle_timeout.0, Duration::from_secs(30));
+        assert_eq!(d.store_retention.0, Duration::from_secs(7 * 86400));
+        assert!(Cli::try_parse_from(["c", "--linger", "1h30"]).is_err());
+    }
+
+    #[test]
+    fn the_old_unit_flags_still_work_for_one_release() {
+        let a = parse(&["--linger-ms", "300", "--store-retention-hours", "36"]);
+        let linger = deprecated(
+            a.linger.0,
+            a.linger_ms.map(|ms| ms as f64),
+            "linger-ms",
+            "linger",
+            0.001,
+        );
+        assert_eq!(linger.unwrap(), Duration::from_millis(300));
+        let retention = deprecated(
+            a.store_retention.0,
+            a.store_retention_hours,
+            "store-retention-hours",
+            "store-retention",
+            3600.0,
+        );
+        assert_eq!(retention.unwrap(), Duration::from_secs(36 * 3600));
+        // Without the old flag, the new one's value.
+        assert_eq!(
+            deprecated(Duration::from_secs(1), None, "x", "y", 1.0).unwrap(),
+            Duration::from_secs(1)
+        );
     }
 }

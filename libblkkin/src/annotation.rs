@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-
 use crate::ring::header::{Calibration, RingInfo};
 use crate::ring::layout::Kind;
 use crate::ring::record::Record;

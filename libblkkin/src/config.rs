@@ -72,24 +72,40 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Parses durations such as `500ms`, `45s`, `30m`, `12h`, `7d` or a plain
-/// number of seconds (`1.5`).
+/// Parses durations such as `500ms`, `45s`, `30m`, `12h`, `7d`, a sum of
+/// them written together (`1h30m`, `2m30s`) or a plain number of seconds
+/// (`1.5`). Units: `ms`, `s`, `m` (or `min`), `h`, `d`.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let secs_per_unit = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    std::time::Duration::try_from_secs_f64(n * secs_per_unit).ok()
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let secs_per_unit = match unit.trim() {
+            // A bare number only alone: "1h30" is a typo, not 1 h 30 s.
+            "" if total.is_zero() && next.is_empty() => 1.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        let n: f64 = num.parse().ok()?;
+        total =
+            total.checked_add(std::time::Duration::try_from_secs_f64(n * secs_per_unit).ok()?)?;
+        rest = next;
+    }
+    Some(total)
 }
 
 /// A size setting of the daemons: `64M` on a command line; `"64M"` or
@@ -117,7 +133,7 @@ impl std::str::FromStr for Span {
     fn from_str(s: &str) -> Result<Span, String> {
         parse_duration(s)
             .map(Span)
-            .ok_or_else(|| format!("invalid duration {s:?} (examples: 1.5, 90s, 30m, 12h, 7d)"))
+            .ok_or_else(|| format!("invalid duration {s:?} (examples: 1.5, 500ms, 90s, 1h30m, 7d)"))
     }
 }
 
@@ -360,7 +376,10 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 45s "), Some(Duration::from_secs(45)));
-        for bad in ["", "x", "7w", "-1s", "1..2h", "h"] {
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2m30s"), Some(Duration::from_secs(150)));
+        assert_eq!(parse_duration("1s500ms"), Some(Duration::from_millis(1500)));
+        for bad in ["", "x", "7w", "-1s", "1..2h", "h", "1h30", "m5"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-
 use crate::annotation::Annotation;
 use crate::ring::file::list_rings;
 use crate::ring::reader::{DrainEnd, OpenError, ReadMode, RingReader};

@@ -101,7 +101,7 @@ impl Collector {
             &[&node.relay],
             // A generous linger: the reference must pair the two sides of
             // every shared span (their streams are read independently).
-            &["--jsonl", out.to_str().unwrap(), "--linger-ms", "1500"],
+            &["--jsonl", out.to_str().unwrap(), "--linger", "1500ms"],
             &dir.join("reference.log"),
         )
     }
