@@ -317,15 +317,7 @@ fn check_keyval_at_the_parent_endpoint(cassandra: &Cassandra, zipkin: &Zipkin, f
                 .collect::<Vec<_>>(),
         )
     };
-    let from_archive = || {
-        let mut spans = Vec::new();
-        for f in walk(&archive) {
-            if f.extension().is_some_and(|e| e == "ndjson") && !f.to_string_lossy().contains("/_") {
-                spans.extend(read_jsonl(&f));
-            }
-        }
-        Some(spans)
-    };
+    let from_archive = || Some(common::archived_spans(&archive));
     let mut pending: Vec<(&str, SpanReader)> = vec![
         ("the embedded store", Box::new(move || from_api(store_port))),
         ("Zipkin", Box::new(move || from_api(zipkin.port))),
@@ -367,20 +359,6 @@ fn check_keyval_at_the_parent_endpoint(cassandra: &Cassandra, zipkin: &Zipkin, f
 
 /// Reads the spans a sink holds (None: not answering yet).
 type SpanReader<'a> = Box<dyn Fn() -> Option<Vec<Value>> + 'a>;
-
-/// Every file under `dir`, recursively.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 /// Whether `spans` hold, for each (trace, root, child) of `ids`, exactly
 /// the three spans ztracer_keyval records: the client's "write" (CLIENT,

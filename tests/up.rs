@@ -2,6 +2,8 @@
 //! workload's rings into its relay, a live reader gets every annotation,
 //! and Ctrl-C stops it cleanly after draining.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -137,27 +139,6 @@ fn jsonl_spans(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The spans of the archive at `root` in committed files (`_tmp/` and
-/// `_manifests/` skipped, as Spark and Hive do).
-fn archived_spans(root: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_name().to_string_lossy().starts_with('_') {
-                continue;
-            }
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "ndjson") {
-                out.extend(jsonl_spans(&p));
-            }
-        }
-    }
-    out
-}
-
 /// A span's identity: trace, id, kind and endpoint (the sides of a shared
 /// span are separate v2 spans).
 fn span_key(s: &serde_json::Value) -> String {
@@ -265,7 +246,7 @@ fn ctrl_c_right_after_a_burst_delivers_what_closed_keeps_what_is_open_and_the_ne
         "delivered at stop + kept = both bursts: {rest}"
     );
     assert_eq!(
-        unique("the archive at stop", &archived_spans(&archive)),
+        unique("the archive at stop", &common::archived_spans(&archive)),
         delivered,
         "the archive committed at stop what the JSON lines got"
     );
@@ -299,7 +280,7 @@ fn ctrl_c_right_after_a_burst_delivers_what_closed_keeps_what_is_open_and_the_ne
         std::fs::read_to_string(state.path().join("again.log")).unwrap()
     );
     assert!(later.is_disjoint(&delivered), "nothing delivered twice");
-    let archived = unique("the archive", &archived_spans(&archive));
+    let archived = unique("the archive", &common::archived_spans(&archive));
     assert_eq!(archived, &delivered | &later);
 }
 

@@ -114,3 +114,29 @@ pub fn run_traced(exe: &Path, args: &[&str], rings: &Path, env: &[(&str, &str)])
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The spans of the span archive at `root` in committed files (`_tmp/` and
+/// `_manifests/` skipped, as Spark and Hive do; uncompressed `.ndjson`).
+#[allow(dead_code)] // not every test binary reads an archive
+pub fn archived_spans(root: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('_') {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "ndjson") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.extend(
+                    text.lines()
+                        .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
